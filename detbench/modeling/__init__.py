@@ -1,0 +1,1 @@
+"""detbench.modeling"""
