@@ -29,6 +29,225 @@ _C.MODEL.MASK_ON = False
 _C.MODEL.KEYPOINT_ON = False
 # Predict one box per RoI for all classes instead of one per class (bool).
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False
+# RetinaNet is not part of detbench; must stay False (kept so maskrcnn-benchmark YAML files load).
+_C.MODEL.RETINANET_ON = False
+
+# ---------------------------------------------------------------------------
+# MODEL.BACKBONE: the convolutional body
+# ---------------------------------------------------------------------------
+_C.MODEL.BACKBONE = CN()
+# Registered body name: R-50-C4, R-50-C5, R-101-C4, R-101-C5, R-50-FPN, R-101-FPN, R-152-FPN, ...
+_C.MODEL.BACKBONE.CONV_BODY = "R-50-C4"
+# Freeze the first N parts of the body: 0 nothing, 1 the stem, 2 stem + res2 (layer1), ... up to 5.
+_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
+
+# ---------------------------------------------------------------------------
+# MODEL.RESNETS: ResNet / ResNeXt options (backbone and the C4 box head)
+# ---------------------------------------------------------------------------
+_C.MODEL.RESNETS = CN()
+# Groups of the 3x3 convolutions: 1 is ResNet, > 1 ResNeXt (e.g. 32).
+_C.MODEL.RESNETS.NUM_GROUPS = 1
+# Channels per group in the first stage's bottleneck (64 for ResNet; 8 for X-101-32x8d).
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+# Put a block's stride on its first 1x1 conv (True, original MSRA/Caffe2) or on the 3x3 (False, torchvision).
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True
+# Registered bottleneck: "BottleneckWithFixedBatchNorm" or "BottleneckWithGN".
+_C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
+# Registered stem (conv1 + pool1): "StemWithFixedBatchNorm" or "StemWithGN".
+_C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"
+# Dilation of the last stage ("res5"), 1 or 2; with 2 that stage keeps stride 16.
+_C.MODEL.RESNETS.RES5_DILATION = 1
+# Output channels of the backbone for C4/C5 bodies (res4: 1024, res5: 2048).
+_C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4
+# Output channels of the first stage ("res2"); doubled at each later stage.
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+# Output channels of the stem.
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+# eps added to the variance in FrozenBatchNorm2d: 0 for Caffe2 weights, 1e-5 for torchvision's.
+_C.MODEL.RESNETS.FROZEN_BN_EPSILON = 0.0
+
+# ---------------------------------------------------------------------------
+# MODEL.FPN
+# ---------------------------------------------------------------------------
+_C.MODEL.FPN = CN()
+# GroupNorm after the FPN's lateral and output convolutions (bool).
+_C.MODEL.FPN.USE_GN = False
+# ReLU after the FPN's lateral and output convolutions (bool).
+_C.MODEL.FPN.USE_RELU = False
+
+# ---------------------------------------------------------------------------
+# MODEL.GROUP_NORM: sizes of every GroupNorm layer (exactly one of the two is -1)
+# ---------------------------------------------------------------------------
+_C.MODEL.GROUP_NORM = CN()
+# Channels per group, or -1 to use NUM_GROUPS.
+_C.MODEL.GROUP_NORM.DIM_PER_GP = -1
+# Number of groups, or -1 to use DIM_PER_GP.
+_C.MODEL.GROUP_NORM.NUM_GROUPS = 32
+# eps added to the variance in GroupNorm (float > 0).
+_C.MODEL.GROUP_NORM.EPSILON = 1e-5
+
+# ---------------------------------------------------------------------------
+# MODEL.RPN: region proposal network
+# ---------------------------------------------------------------------------
+_C.MODEL.RPN = CN()
+# Attach the RPN to every FPN level (True) or to the single backbone output (False).
+_C.MODEL.RPN.USE_FPN = False
+# Anchor sizes in input-image pixels (sqrt of the area); with FPN one size per level.
+_C.MODEL.RPN.ANCHOR_SIZES = (32, 64, 128, 256, 512)
+# Stride of each feature map the RPN sees, pixels; with FPN one per level, same length as ANCHOR_SIZES.
+_C.MODEL.RPN.ANCHOR_STRIDE = (16,)
+# Anchor aspect ratios, height / width.
+_C.MODEL.RPN.ASPECT_RATIOS = (0.5, 1.0, 2.0)
+# Anchors reaching more than this many pixels outside the image are ignored in training (-1 keeps all).
+_C.MODEL.RPN.STRADDLE_THRESH = 0
+# Anchor-to-ground-truth IoU at or above which an anchor is positive, in [0, 1].
+_C.MODEL.RPN.FG_IOU_THRESHOLD = 0.7
+# IoU below which an anchor is negative, in [0, FG_IOU_THRESHOLD].
+_C.MODEL.RPN.BG_IOU_THRESHOLD = 0.3
+# Anchors sampled per image for the RPN loss (int > 0).
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+# Target fraction of positives among the sampled anchors, in (0, 1].
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+# Best-scoring anchors kept before NMS in training, per image and per FPN level.
+_C.MODEL.RPN.PRE_NMS_TOP_N_TRAIN = 12000
+# Best-scoring anchors kept before NMS at test time, per image and per FPN level.
+_C.MODEL.RPN.PRE_NMS_TOP_N_TEST = 6000
+# Proposals kept after NMS in training, per image and per FPN level (-1: all).
+_C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000
+# Proposals kept after NMS at test time, per image and per FPN level (-1: all).
+_C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000
+# IoU threshold of the proposal NMS, in (0, 1].
+_C.MODEL.RPN.NMS_THRESH = 0.7
+# Proposals narrower or lower than this (input-image pixels) are dropped (float >= 0).
+_C.MODEL.RPN.MIN_SIZE = 0.0
+# FPN: proposals kept after merging the levels in training (see FPN_POST_NMS_PER_BATCH).
+_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000
+# FPN: proposals kept per image after merging the levels at test time.
+_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 2000
+# FPN, training: apply FPN_POST_NMS_TOP_N_TRAIN to the whole batch (True, maskrcnn-benchmark) or per image (False).
+_C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = True
+# Registered RPN head: "SingleConvRPNHead".
+_C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"
+# Weights (wx, wy, ww, wh) of the anchor-to-proposal box coder.
+_C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+# beta of the smooth L1 loss on RPN box deltas (0: L1; torchvision uses 1/9).
+_C.MODEL.RPN.SMOOTH_L1_BETA = 1.0 / 9
+
+# ---------------------------------------------------------------------------
+# MODEL.ROI_HEADS: sampling and post-processing shared by the RoI heads
+# ---------------------------------------------------------------------------
+_C.MODEL.ROI_HEADS = CN()
+# Use the FPN variants of the RoI heads (multi-level pooling) (bool).
+_C.MODEL.ROI_HEADS.USE_FPN = False
+# Proposal-to-ground-truth IoU at or above which a proposal is foreground, in [0, 1].
+_C.MODEL.ROI_HEADS.FG_IOU_THRESHOLD = 0.5
+# IoU below which a proposal is background, in [0, FG_IOU_THRESHOLD].
+_C.MODEL.ROI_HEADS.BG_IOU_THRESHOLD = 0.5
+# Weights (wx, wy, ww, wh) of the proposal-to-detection box coder.
+_C.MODEL.ROI_HEADS.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# Proposals sampled per image for the box-head loss (int > 0).
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+# Target fraction of foreground among the sampled proposals, in (0, 1].
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+# Add the ground-truth boxes to the proposals in training (bool).
+_C.MODEL.ROI_HEADS.ADD_GT_PROPOSALS = True
+# Test: detections scoring below this are dropped, in [0, 1].
+_C.MODEL.ROI_HEADS.SCORE_THRESH = 0.05
+# Test: IoU threshold of the per-class NMS, in (0, 1].
+_C.MODEL.ROI_HEADS.NMS = 0.5
+# Test: maximum detections per image (int > 0; 100 for COCO).
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100
+# Test: detections narrower or lower than this (pixels) are dropped (0 keeps all; torchvision: 0.01).
+_C.MODEL.ROI_HEADS.MIN_DETECTION_SIZE = 0.0
+
+# ---------------------------------------------------------------------------
+# MODEL.ROI_BOX_HEAD
+# ---------------------------------------------------------------------------
+_C.MODEL.ROI_BOX_HEAD = CN()
+# Registered feature extractor: ResNet50Conv5ROIFeatureExtractor, FPN2MLPFeatureExtractor, FPNXconv1fcFeatureExtractor.
+_C.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = "ResNet50Conv5ROIFeatureExtractor"
+# Registered predictor: FastRCNNPredictor (C4) or FPNPredictor.
+_C.MODEL.ROI_BOX_HEAD.PREDICTOR = "FastRCNNPredictor"
+# Side of the pooled RoI feature, in feature cells.
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+# Bilinear samples per pooled cell and axis (0: adaptive, ceil(roi size / resolution)).
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+# Scale of each pooled feature map relative to the input image (1 / stride), one per level.
+_C.MODEL.ROI_BOX_HEAD.POOLER_SCALES = (1.0 / 16,)
+# RoIAlign pixel model: False as in maskrcnn-benchmark and torchvision's detectors, True shifts by half a pixel.
+_C.MODEL.ROI_BOX_HEAD.POOLER_ALIGNED = False
+# Number of classes including the background (81 for COCO; 91 for torchvision's label ids).
+_C.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 81
+# Width of the hidden fully connected layers of MLP feature extractors.
+_C.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = 1024
+# GroupNorm in the box head's convolutions (FPNXconv1fcFeatureExtractor) (bool).
+_C.MODEL.ROI_BOX_HEAD.USE_GN = False
+# Dilation of the box head's convolutions.
+_C.MODEL.ROI_BOX_HEAD.DILATION = 1
+# Channels of the box head's convolutions (FPNXconv1fcFeatureExtractor).
+_C.MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM = 256
+# Number of convolutions in FPNXconv1fcFeatureExtractor.
+_C.MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS = 4
+
+# ---------------------------------------------------------------------------
+# MODEL.ROI_MASK_HEAD
+# ---------------------------------------------------------------------------
+_C.MODEL.ROI_MASK_HEAD = CN()
+# Registered feature extractor: ResNet50Conv5ROIFeatureExtractor (C4) or MaskRCNNFPNFeatureExtractor.
+_C.MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR = "ResNet50Conv5ROIFeatureExtractor"
+# Registered predictor: MaskRCNNC4Predictor (also used with FPN).
+_C.MODEL.ROI_MASK_HEAD.PREDICTOR = "MaskRCNNC4Predictor"
+# Side of the pooled RoI feature, in feature cells.
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+# Bilinear samples per pooled cell and axis (0: adaptive).
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+# Scale of each pooled feature map relative to the input image, one per level.
+_C.MODEL.ROI_MASK_HEAD.POOLER_SCALES = (1.0 / 16,)
+# RoIAlign pixel model of the mask pooler (see ROI_BOX_HEAD.POOLER_ALIGNED).
+_C.MODEL.ROI_MASK_HEAD.POOLER_ALIGNED = False
+# Unused by detbench's mask heads; kept so maskrcnn-benchmark YAML files load.
+_C.MODEL.ROI_MASK_HEAD.MLP_HEAD_DIM = 1024
+# Channels of each convolution of the FPN mask feature extractor.
+_C.MODEL.ROI_MASK_HEAD.CONV_LAYERS = (256, 256, 256, 256)
+# Side of the predicted mask, cells (twice the pooled side after the deconvolution).
+_C.MODEL.ROI_MASK_HEAD.RESOLUTION = 14
+# Training, C4: reuse the box head's features for the mask head (bool).
+_C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = True
+# Paste the masks into the image inside the model (bool); otherwise the evaluation does it.
+_C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False
+# Threshold on mask probabilities when POSTPROCESS_MASKS is True (< 0 keeps probabilities).
+_C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5
+# Dilation of the mask head's convolutions.
+_C.MODEL.ROI_MASK_HEAD.DILATION = 1
+# GroupNorm in the mask head's convolutions (bool).
+_C.MODEL.ROI_MASK_HEAD.USE_GN = False
+
+# ---------------------------------------------------------------------------
+# MODEL.ROI_KEYPOINT_HEAD
+# ---------------------------------------------------------------------------
+_C.MODEL.ROI_KEYPOINT_HEAD = CN()
+# Registered feature extractor: "KeypointRCNNFeatureExtractor".
+_C.MODEL.ROI_KEYPOINT_HEAD.FEATURE_EXTRACTOR = "KeypointRCNNFeatureExtractor"
+# Registered predictor: "KeypointRCNNPredictor".
+_C.MODEL.ROI_KEYPOINT_HEAD.PREDICTOR = "KeypointRCNNPredictor"
+# Side of the pooled RoI feature, in feature cells.
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION = 14
+# Bilinear samples per pooled cell and axis (0: adaptive).
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO = 0
+# Scale of each pooled feature map relative to the input image, one per level.
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_SCALES = (1.0 / 16,)
+# RoIAlign pixel model of the keypoint pooler (see ROI_BOX_HEAD.POOLER_ALIGNED).
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_ALIGNED = False
+# Unused by detbench's keypoint head; kept so maskrcnn-benchmark YAML files load.
+_C.MODEL.ROI_KEYPOINT_HEAD.MLP_HEAD_DIM = 1024
+# Channels of each convolution of the keypoint feature extractor.
+_C.MODEL.ROI_KEYPOINT_HEAD.CONV_LAYERS = tuple(512 for _ in range(8))
+# Side of the predicted heatmaps, cells (56 after the 4x upsampling of 14).
+_C.MODEL.ROI_KEYPOINT_HEAD.RESOLUTION = 14
+# Number of keypoints (17 for COCO persons).
+_C.MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES = 17
+# Training, C4: reuse the box head's features for the keypoint head (bool).
+_C.MODEL.ROI_KEYPOINT_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = True
 
 # ---------------------------------------------------------------------------
 # INPUT: resizing and normalisation of images
@@ -99,6 +318,8 @@ _C.SOLVER.WARMUP_ITERS = 500
 _C.SOLVER.WARMUP_METHOD = "linear"
 # Save a checkpoint every this many iterations (int > 0).
 _C.SOLVER.CHECKPOINT_PERIOD = 2500
+# Evaluate on DATASETS.TEST every this many iterations (0: only at the end).
+_C.SOLVER.TEST_PERIOD = 0
 # Images per training batch summed over all processes (int, a multiple of the world size).
 _C.SOLVER.IMS_PER_BATCH = 16
 
@@ -118,6 +339,10 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 # ---------------------------------------------------------------------------
 # Folder for checkpoints, logs, metrics and inference results (created if missing).
 _C.OUTPUT_DIR = "."
+# Training precision: "float32", or "float16" for mixed precision with torch.amp (CUDA only).
+_C.DTYPE = "float32"
+# Unused (apex's verbosity in maskrcnn-benchmark); kept so its YAML files load.
+_C.AMP_VERBOSE = False
 
 
 def get_cfg() -> CN:
