@@ -1,0 +1,109 @@
+"""Loading YAML files and overrides: maskrcnn-benchmark compatibility and error messages."""
+
+import textwrap
+
+import pytest
+
+from detbench.config import ConfigError, load_config
+
+
+def _write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_maskrcnn_benchmark_style_file_loads(tmp_path):
+    f = _write(
+        tmp_path / "mrcnn.yaml",
+        """
+        MODEL:
+          META_ARCHITECTURE: "GeneralizedRCNN"
+          BACKBONE:
+            CONV_BODY: "R-50-FPN"
+          RPN:
+            USE_FPN: True
+            ANCHOR_STRIDE: (4, 8, 16, 32, 64)
+            MIN_SIZE: 0
+          ROI_BOX_HEAD:
+            POOLER_SCALES: (0.25, 0.125, 0.0625, 0.03125)
+        INPUT:
+          MIN_SIZE_TRAIN: 800
+        DATASETS:
+          TRAIN: ("coco_2014_train", "coco_2014_valminusminival")
+        SOLVER:
+          BASE_LR: 0.02
+          WEIGHT_DECAY_BIAS: 0
+          STEPS: (60000, 80000)
+        """,
+    )
+    cfg = load_config(f)
+    assert cfg.MODEL.RPN.ANCHOR_STRIDE == (4, 8, 16, 32, 64)
+    assert cfg.MODEL.RPN.MIN_SIZE == 0.0 and isinstance(cfg.MODEL.RPN.MIN_SIZE, float)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (800,)
+    assert cfg.DATASETS.TRAIN == ("coco_2014_train", "coco_2014_valminusminival")
+    assert cfg.SOLVER.WEIGHT_DECAY_BIAS == 0.0 and cfg.SOLVER.STEPS == (60000, 80000)
+    assert cfg.is_frozen()
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    _write(tmp_path / "base.yaml", "SOLVER:\n  BASE_LR: 0.02\n  MAX_ITER: 100\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  MAX_ITER: 7\n")
+    cfg = load_config(child, ["SOLVER.BASE_LR", "0.5", "MODEL.DEVICE", "cpu", "DATASETS.TEST", "('a', 'b')"])
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.MODEL.DEVICE) == (0.5, 7, "cpu")
+    assert cfg.DATASETS.TEST == ("a", "b")
+
+
+def test_base_of_base_is_refused(tmp_path):
+    _write(tmp_path / "a.yaml", "SOLVER:\n  MAX_ITER: 1\n")
+    _write(tmp_path / "b.yaml", "_BASE_: a.yaml\n")
+    c = _write(tmp_path / "c.yaml", "_BASE_: b.yaml\n")
+    with pytest.raises(ConfigError, match="one level only"):
+        load_config(c)
+
+
+def test_unknown_key_names_file_and_nearest_keys(tmp_path):
+    f = _write(tmp_path / "typo.yaml", "MODEL:\n  RPN:\n    NMS_THRES: 0.6\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    message = str(info.value)
+    assert str(f) in message and "MODEL.RPN.NMS_THRES" in message and "MODEL.RPN.NMS_THRESH" in message
+
+
+def test_unknown_key_in_wrong_section_suggests_the_right_one():
+    with pytest.raises(ConfigError, match=r"MODEL\.RPN\.NMS_THRESH"):
+        load_config(None, ["MODEL.NMS_THRESH", "0.5"])
+
+
+@pytest.mark.parametrize(
+    "opts, feature",
+    [(["MODEL.RETINANET.NUM_CLASSES", "81"], "RetinaNet"), (["TEST.BBOX_AUG.ENABLED", "True"], "test-time")],
+)
+def test_unsupported_features_say_so(opts, feature):
+    with pytest.raises(ConfigError, match=feature):
+        load_config(None, opts)
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["SOLVER.BASE_LR", "fast"], "SOLVER.BASE_LR must be of type float"),
+        (["MODEL.MASK_ON", "1"], "MODEL.MASK_ON must be of type bool"),
+        (["SOLVER.MAX_ITER", "1.5"], "SOLVER.MAX_ITER must be of type int"),
+        (["MODEL", "x"], "MODEL is a section"),
+        (["SOLVER.MAX_ITER"], "KEY VALUE pairs"),
+    ],
+)
+def test_wrong_types_are_refused(opts, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, opts)
+
+
+def test_broken_and_missing_files(tmp_path):
+    bad = _write(tmp_path / "bad.yaml", "MODEL: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    scalar = _write(tmp_path / "scalar.yaml", "42\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(scalar)
