@@ -57,7 +57,7 @@ _C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
 _C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"
 # Dilation of the last stage ("res5"), 1 or 2; with 2 that stage keeps stride 16.
 _C.MODEL.RESNETS.RES5_DILATION = 1
-# Output channels of the backbone for C4/C5 bodies (res4: 1024, res5: 2048).
+# Channels of every FPN level (256 in the FPN configs); C4/C5 bodies take their width from the stage specs.
 _C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4
 # Output channels of the first stage ("res2"); doubled at each later stage.
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
@@ -242,7 +242,7 @@ _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_ALIGNED = False
 _C.MODEL.ROI_KEYPOINT_HEAD.MLP_HEAD_DIM = 1024
 # Channels of each convolution of the keypoint feature extractor.
 _C.MODEL.ROI_KEYPOINT_HEAD.CONV_LAYERS = tuple(512 for _ in range(8))
-# Side of the predicted heatmaps, cells (56 after the 4x upsampling of 14).
+# Side of the heatmaps the keypoint loss uses, cells (56 = 4x a 14-cell pooler, as the predictor upsamples 4x).
 _C.MODEL.ROI_KEYPOINT_HEAD.RESOLUTION = 14
 # Number of keypoints (17 for COCO persons).
 _C.MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES = 17

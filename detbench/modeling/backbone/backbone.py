@@ -1,0 +1,76 @@
+"""The BACKBONES registry, the Backbone module (body + optional FPN) and build_backbone."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from detbench.utils.registry import Registry
+
+from .fpn import FPN, LastLevelMaxPool
+from .resnet import STAGE_SPECS, ResNet, build_resnet, group_norm_factory
+
+# BACKBONES: MODEL.BACKBONE.CONV_BODY -> builder(cfg) -> Backbone (``out_channels``, ``strides``,
+# forward [N, 3, H, W] -> list of feature maps, highest resolution first).
+BACKBONES = Registry("BACKBONES")
+
+
+class Backbone(nn.Module):
+    """A body, optionally followed by an FPN: [N, 3, H, W] -> list of [N, out_channels, H_i, W_i].
+
+    ``strides[i]`` is the number of input pixels per cell of output ``i``; every stride-2 step rounds
+    up, so H_i = ceil(H / strides[i]). Submodules are named ``body`` and ``fpn`` as in
+    maskrcnn-benchmark checkpoints.
+    """
+
+    def __init__(self, body: ResNet, fpn: FPN | None = None) -> None:
+        super().__init__()
+        if fpn is None and len(body.out_channels) != 1:
+            raise ValueError(f"A body with several outputs {body.out_channels} needs an FPN to merge them")
+        if fpn is not None and tuple(fpn.in_channels_list) != tuple(body.out_channels):
+            raise ValueError(f"FPN inputs {fpn.in_channels_list} do not match body outputs {body.out_channels}")
+        self.body = body
+        self.fpn = fpn
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of every output map."""
+        return self.body.out_channels[0] if self.fpn is None else self.fpn.out_channels
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Input pixels per feature cell, one per output (C4: (16,), C5: (32,), FPN: (4, 8, 16, 32, 64))."""
+        return tuple(self.body.strides) if self.fpn is None else self.fpn.output_strides(self.body.strides)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = self.body(x)
+        return features if self.fpn is None else self.fpn(features)
+
+
+def build_resnet_backbone(cfg) -> Backbone:
+    """C4 / C5 bodies: the single output of the last stage (channels follow from the widths)."""
+    return Backbone(build_resnet(cfg))
+
+
+def build_resnet_fpn_backbone(cfg) -> Backbone:
+    """ResNet with all four stages feeding an FPN of MODEL.RESNETS.BACKBONE_OUT_CHANNELS channels, plus P6."""
+    body = build_resnet(cfg)
+    fpn = FPN(
+        body.out_channels,
+        cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
+        norm=group_norm_factory(cfg) if cfg.MODEL.FPN.USE_GN else None,
+        use_relu=cfg.MODEL.FPN.USE_RELU,
+        top_blocks=LastLevelMaxPool(),
+    )
+    return Backbone(body, fpn)
+
+
+# One entry per ResNet stage table: "R-50-C4", "R-50-C5", "R-50-FPN", ... "R-152-FPN".
+# ResNeXt bodies use the same names with MODEL.RESNETS.NUM_GROUPS > 1 (X-101-32x8d: "R-101-FPN").
+for _name in STAGE_SPECS:
+    BACKBONES.register(_name)(build_resnet_fpn_backbone if _name.endswith("-FPN") else build_resnet_backbone)
+
+
+def build_backbone(cfg) -> Backbone:
+    """The backbone named by MODEL.BACKBONE.CONV_BODY."""
+    return BACKBONES.get(cfg.MODEL.BACKBONE.CONV_BODY, config_key="MODEL.BACKBONE.CONV_BODY")(cfg)

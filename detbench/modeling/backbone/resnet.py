@@ -1,0 +1,313 @@
+"""ResNet / ResNeXt bodies and the res5 RoI head, described by StageSpec tables.
+
+Layout and parameter names follow maskrcnn-benchmark (``stem.conv1``, ``stem.bn1``,
+``layer1.0.conv1`` ... ``layer4.2.bn3``, ``layerN.0.downsample.0/1``), which are also
+torchvision's names inside each stage, so torchvision ResNet weights load by renaming
+``conv1``/``bn1`` to ``stem.conv1``/``stem.bn1``. Stage ``index`` 1..4 is ``layer1``..``layer4``
+(res2..res5 in the papers); the stem has stride 4 and every stage after the first halves
+the resolution, except a dilated res5.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detbench.layers import FrozenBatchNorm2d, group_norm
+from detbench.utils.registry import Registry
+
+# A normalisation layer for a given number of channels.
+NormFactory = Callable[[int], nn.Module]
+# A block: (in_channels, bottleneck_channels, out_channels, *, num_groups, stride_in_1x1,
+# stride, dilation) -> nn.Module mapping [N, in, H, W] -> [N, out, H/stride, W/stride].
+BlockFactory = Callable[..., nn.Module]
+
+# STEMS: name -> builder(cfg) -> stem module with ``out_channels``; [N, 3, H, W] -> [N, C, ~H/4, ~W/4].
+STEMS = Registry("STEMS")
+# BOTTLENECKS: name -> builder(cfg) -> BlockFactory (see above).
+BOTTLENECKS = Registry("BOTTLENECKS")
+
+
+class StageSpec(NamedTuple):
+    """One ResNet stage: ``index`` 1..4 (layer1..layer4), its number of blocks, whether it is an output."""
+
+    index: int
+    block_count: int
+    return_features: bool
+
+
+_BLOCKS_PER_STAGE = {"R-50": (3, 4, 6, 3), "R-101": (3, 4, 23, 3), "R-152": (3, 8, 36, 3)}
+
+
+def _stage_specs(blocks: tuple[int, ...], last_index: int, every_stage: bool) -> tuple[StageSpec, ...]:
+    return tuple(StageSpec(i, blocks[i - 1], every_stage or i == last_index) for i in range(1, last_index + 1))
+
+
+# C4: stages up to res4, output res4; C5: up to res5, output res5; FPN: all four stages are outputs.
+STAGE_SPECS: dict[str, tuple[StageSpec, ...]] = {
+    f"{depth}-{kind}": _stage_specs(blocks, last_index, kind == "FPN")
+    for depth, blocks in _BLOCKS_PER_STAGE.items()
+    for kind, last_index in (("C4", 3), ("C5", 4), ("FPN", 4))
+}
+
+
+class Stem(nn.Module):
+    """conv1 7x7 stride 2 + norm + ReLU + 3x3 stride 2 max pool: [N, 3, H, W] -> [N, C, H', W'].
+
+    H' = ceil(ceil(H / 2) / 2) for the paddings used (3 for the conv, 1 for the pool).
+    """
+
+    def __init__(self, out_channels: int = 64, norm: NormFactory = FrozenBatchNorm2d, in_channels: int = 3):
+        super().__init__()
+        self.out_channels = out_channels
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm(out_channels)
+        nn.init.kaiming_uniform_(self.conv1.weight, a=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu_(self.bn1(self.conv1(x)))
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (grouped, dilated) -> 1x1 residual block: [N, in, H, W] -> [N, out, H/s, W/s].
+
+    ``stride_in_1x1`` puts the stride on the first 1x1 conv (MSRA/Caffe2 weights) instead of
+    the 3x3 (torchvision). A projection shortcut (``downsample``) is added when the channel
+    count changes, which is the case for the first block of every stage.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        bottleneck_channels: int,
+        out_channels: int,
+        *,
+        num_groups: int = 1,
+        stride_in_1x1: bool = True,
+        stride: int = 1,
+        dilation: int = 1,
+        norm: NormFactory = FrozenBatchNorm2d,
+    ) -> None:
+        super().__init__()
+        self.downsample = None
+        if in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels)
+            )
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False)
+        self.bn1 = norm(bottleneck_channels)
+        # padding = dilation keeps a 3x3 conv's output size at input size / stride.
+        self.conv2 = nn.Conv2d(
+            bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3,
+            padding=dilation, dilation=dilation, groups=num_groups, bias=False,
+        )
+        self.bn2 = norm(bottleneck_channels)
+        self.conv3 = nn.Conv2d(bottleneck_channels, out_channels, kernel_size=1, bias=False)
+        self.bn3 = norm(out_channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu_(self.bn1(self.conv1(x)))
+        out = F.relu_(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu_(out + identity)
+
+
+def frozen_bn_factory(cfg) -> NormFactory:
+    """FrozenBatchNorm2d with eps from MODEL.RESNETS.FROZEN_BN_EPSILON."""
+    return partial(FrozenBatchNorm2d, eps=cfg.MODEL.RESNETS.FROZEN_BN_EPSILON)
+
+
+def group_norm_factory(cfg) -> NormFactory:
+    """GroupNorm sized by MODEL.GROUP_NORM (NUM_GROUPS or DIM_PER_GP, EPSILON)."""
+    gn = cfg.MODEL.GROUP_NORM
+    return partial(group_norm, num_groups=gn.NUM_GROUPS, dim_per_group=gn.DIM_PER_GP, eps=gn.EPSILON)
+
+
+@STEMS.register("StemWithFixedBatchNorm")
+def stem_with_frozen_bn(cfg) -> Stem:
+    return Stem(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=frozen_bn_factory(cfg))
+
+
+@STEMS.register("StemWithGN")
+def stem_with_gn(cfg) -> Stem:
+    return Stem(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=group_norm_factory(cfg))
+
+
+@BOTTLENECKS.register("BottleneckWithFixedBatchNorm")
+def bottleneck_with_frozen_bn(cfg) -> BlockFactory:
+    return partial(Bottleneck, norm=frozen_bn_factory(cfg))
+
+
+@BOTTLENECKS.register("BottleneckWithGN")
+def bottleneck_with_gn(cfg) -> BlockFactory:
+    return partial(Bottleneck, norm=group_norm_factory(cfg))
+
+
+def stage_channels(index: int, res2_out_channels: int, num_groups: int, width_per_group: int) -> tuple[int, int]:
+    """(bottleneck, output) channels of stage ``index``; both double at every stage after res2."""
+    factor = 2 ** (index - 1)
+    return num_groups * width_per_group * factor, res2_out_channels * factor
+
+
+def make_stage(
+    block: BlockFactory,
+    in_channels: int,
+    bottleneck_channels: int,
+    out_channels: int,
+    block_count: int,
+    *,
+    num_groups: int,
+    stride_in_1x1: bool,
+    first_stride: int,
+    dilation: int = 1,
+) -> nn.Sequential:
+    """``block_count`` blocks; only the first changes channels and applies ``first_stride``."""
+    blocks = []
+    for i in range(block_count):
+        blocks.append(
+            block(
+                in_channels, bottleneck_channels, out_channels, num_groups=num_groups,
+                stride_in_1x1=stride_in_1x1, stride=first_stride if i == 0 else 1, dilation=dilation,
+            )
+        )
+        in_channels = out_channels
+    return nn.Sequential(*blocks)
+
+
+def _first_stride(index: int, dilation: int) -> int:
+    # res2 keeps the stem's resolution; a dilated stage keeps its input's resolution too.
+    return 1 if index == 1 or dilation > 1 else 2
+
+
+class ResNet(nn.Module):
+    """Stem + stages ``layer1..layerK``: [N, 3, H, W] -> list of the outputs of the returned stages.
+
+    Attributes ``out_channels`` and ``strides`` (tuples, one entry per returned stage) describe the
+    outputs, highest resolution first. ``freeze_at`` stops gradients to the first parts: 0 nothing,
+    1 the stem, 2 the stem and layer1, ... 5 everything. ``res5_dilation`` > 1 dilates every 3x3
+    conv of layer4 and drops its stride (maskrcnn-benchmark and detectron2; torchvision's
+    ``replace_stride_with_dilation`` keeps dilation 1 in the stage's first block instead).
+    """
+
+    def __init__(
+        self,
+        stem: nn.Module,
+        block: BlockFactory,
+        stages: tuple[StageSpec, ...],
+        *,
+        num_groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = True,
+        res2_out_channels: int = 256,
+        res5_dilation: int = 1,
+        freeze_at: int = 0,
+    ) -> None:
+        super().__init__()
+        consecutive = [s.index for s in stages] == list(range(1, len(stages) + 1))
+        if not consecutive or not any(s.return_features for s in stages):
+            raise ValueError(f"ResNet stages must be layer1, layer2, ... with at least one output, got {stages}")
+        if not 0 <= freeze_at <= 5:
+            raise ValueError(f"freeze_at (MODEL.BACKBONE.FREEZE_CONV_BODY_AT) must be in [0, 5], got {freeze_at}")
+        self.stem = stem
+        in_channels, stride = stem.out_channels, 4  # the stem's conv and pool each halve H and W
+        self._returned: list[str] = []
+        out_channels, strides = [], []
+        for spec in stages:
+            bottleneck, out = stage_channels(spec.index, res2_out_channels, num_groups, width_per_group)
+            dilation = res5_dilation if spec.index == 4 else 1
+            first_stride = _first_stride(spec.index, dilation)
+            name = f"layer{spec.index}"
+            self.add_module(name, make_stage(
+                block, in_channels, bottleneck, out, spec.block_count, num_groups=num_groups,
+                stride_in_1x1=stride_in_1x1, first_stride=first_stride, dilation=dilation,
+            ))
+            in_channels, stride = out, stride * first_stride
+            if spec.return_features:
+                self._returned.append(name)
+                out_channels.append(out)
+                strides.append(stride)
+        self._stage_names = [f"layer{s.index}" for s in stages]
+        self.out_channels: tuple[int, ...] = tuple(out_channels)
+        self.strides: tuple[int, ...] = tuple(strides)
+        self._freeze(freeze_at)
+
+    def _freeze(self, freeze_at: int) -> None:
+        parts = [self.stem] + [getattr(self, name) for name in self._stage_names]
+        for part in parts[:freeze_at]:
+            for p in part.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outputs = []
+        for name in self._stage_names:
+            x = getattr(self, name)(x)
+            if name in self._returned:
+                outputs.append(x)
+        return outputs
+
+
+def build_resnet(cfg, conv_body: str | None = None) -> ResNet:
+    """The ResNet body for ``conv_body`` (default MODEL.BACKBONE.CONV_BODY), a key of STAGE_SPECS."""
+    conv_body = conv_body or cfg.MODEL.BACKBONE.CONV_BODY
+    if conv_body not in STAGE_SPECS:
+        known = ", ".join(sorted(STAGE_SPECS))
+        raise KeyError(f"No ResNet stage table for '{conv_body}' (MODEL.BACKBONE.CONV_BODY); known: {known}")
+    r = cfg.MODEL.RESNETS
+    stem = STEMS.get(r.STEM_FUNC, config_key="MODEL.RESNETS.STEM_FUNC")(cfg)
+    block = BOTTLENECKS.get(r.TRANS_FUNC, config_key="MODEL.RESNETS.TRANS_FUNC")(cfg)
+    return ResNet(
+        stem, block, STAGE_SPECS[conv_body], num_groups=r.NUM_GROUPS, width_per_group=r.WIDTH_PER_GROUP,
+        stride_in_1x1=r.STRIDE_IN_1X1, res2_out_channels=r.RES2_OUT_CHANNELS, res5_dilation=r.RES5_DILATION,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
+    )
+
+
+class ResNetHead(nn.Module):
+    """The res5 stage alone, applied to pooled RoI features by the C4 RoI heads.
+
+    [K, in, h, w] -> [K, out, h / s, w / s] with s = 2 (1 when ``dilation`` > 1); in = out / 2,
+    for R-50 1024 -> 2048. The stage is the attribute ``layer4``, as in the body.
+    """
+
+    def __init__(
+        self,
+        block: BlockFactory,
+        *,
+        block_count: int = 3,
+        num_groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = True,
+        res2_out_channels: int = 256,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        bottleneck, out = stage_channels(4, res2_out_channels, num_groups, width_per_group)
+        self.in_channels, self.out_channels = out // 2, out  # res4 has half of res5's channels
+        self.layer4 = make_stage(
+            block, self.in_channels, bottleneck, out, block_count, num_groups=num_groups,
+            stride_in_1x1=stride_in_1x1, first_stride=_first_stride(4, dilation), dilation=dilation,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(x)
+
+
+def make_resnet_head(cfg, dilation: int = 1) -> ResNetHead:
+    """The res5 stage (3 blocks, stride 2 unless dilated) with the body's block type and widths."""
+    r = cfg.MODEL.RESNETS
+    block = BOTTLENECKS.get(r.TRANS_FUNC, config_key="MODEL.RESNETS.TRANS_FUNC")(cfg)
+    return ResNetHead(
+        block, block_count=3, num_groups=r.NUM_GROUPS, width_per_group=r.WIDTH_PER_GROUP,
+        stride_in_1x1=r.STRIDE_IN_1X1, res2_out_channels=r.RES2_OUT_CHANNELS, dilation=dilation,
+    )
