@@ -12,12 +12,17 @@ from .boxlist_ops import (
     remove_small_boxes,
 )
 from .image_list import ImageList, to_image_list
+from .keypoint import Keypoints, PersonKeypoints
+from .segmentation_mask import SegmentationMask
 
 __all__ = [
     "FLIP_LEFT_RIGHT",
     "FLIP_TOP_BOTTOM",
     "BoxList",
     "ImageList",
+    "Keypoints",
+    "PersonKeypoints",
+    "SegmentationMask",
     "box_area",
     "box_iou",
     "boxlist_iou",
