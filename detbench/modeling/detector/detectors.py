@@ -1,0 +1,31 @@
+"""The detector registry and build_detection_model(cfg)."""
+
+from __future__ import annotations
+
+from torch import nn
+from yacs.config import CfgNode
+
+from detbench.modeling.backbone import build_backbone
+from detbench.modeling.roi_heads.roi_heads import build_roi_heads
+from detbench.modeling.rpn import build_rpn
+from detbench.utils.registry import Registry
+
+from .generalized_rcnn import GeneralizedRCNN
+
+# Builders take the config and return an nn.Module with GeneralizedRCNN's forward contract.
+META_ARCHITECTURES = Registry("META_ARCHITECTURES")
+
+
+@META_ARCHITECTURES.register("GeneralizedRCNN")
+def _generalized_rcnn(cfg: CfgNode) -> GeneralizedRCNN:
+    if cfg.MODEL.RETINANET_ON:
+        raise ValueError("MODEL.RETINANET_ON is True, but detbench does not implement RetinaNet")
+    backbone = build_backbone(cfg)
+    rpn = build_rpn(cfg, backbone.out_channels)
+    roi_heads = build_roi_heads(cfg, backbone.out_channels)
+    return GeneralizedRCNN(backbone, rpn, roi_heads, cfg.DATALOADER.SIZE_DIVISIBILITY)
+
+
+def build_detection_model(cfg: CfgNode) -> nn.Module:
+    """The detector that ``cfg.MODEL.META_ARCHITECTURE`` names (weights are loaded elsewhere)."""
+    return META_ARCHITECTURES.get(cfg.MODEL.META_ARCHITECTURE, "MODEL.META_ARCHITECTURE")(cfg)

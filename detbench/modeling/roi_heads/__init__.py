@@ -1,0 +1,1 @@
+"""RoI heads: the box head and the mask / keypoint heads that run on its output."""
