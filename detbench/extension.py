@@ -72,7 +72,13 @@ def has_ops() -> bool:
 
 
 def assert_has_ops() -> None:
-    """Raise :class:`MissingExtensionError` (with build instructions) unless the ops are loaded."""
+    """Raise :class:`MissingExtensionError` (with build instructions) unless the ops are loaded.
+
+    Skipped while Dynamo traces: it cannot trace the cached file lookup, and a traced
+    graph only exists once the ops have already run eagerly or been resolved.
+    """
+    if torch.compiler.is_compiling():
+        return
     error = _load_error()
     if error is not None:
         raise MissingExtensionError(str(error))

@@ -1,0 +1,131 @@
+"""Slow pure-PyTorch statements of what the compiled ops compute: the test oracle.
+
+These functions are written from the definitions below, with plain loops; they are
+meant to be read, not used in models. They follow ``torchvision.ops`` (same
+arguments, same result), which the tests also check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _axis_taps(pos: float, size: int) -> list[tuple[int, float]]:
+    """Pixels and weights of linear interpolation at ``pos`` on an axis of ``size`` pixels.
+
+    Pixel i holds the value at coordinate i. A position outside [-1, size] reads
+    nothing (empty list); one in [-1, 0] reads pixel 0; one at or beyond size - 1
+    reads the last pixel.
+    """
+    if size == 0 or pos < -1.0 or pos > size:
+        return []
+    pos = max(pos, 0.0)
+    low = int(pos)  # pos >= 0, so this is floor
+    if low >= size - 1:
+        return [(size - 1, 1.0)]
+    frac = pos - low
+    return [(low, 1.0 - frac), (low + 1, frac)]
+
+
+def _roi_weights(roi: list[float], shape: tuple[int, int, int, int], spatial_scale: float,
+                 sampling_ratio: int, aligned: bool, dtype: torch.dtype) -> torch.Tensor:
+    """Matrix ``[PH * PW, H * W]``: output bin b of this RoI = sum_p W[b, p] * feature[p]."""
+    pooled_h, pooled_w, height, width = shape
+    shift = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (v * spatial_scale - shift for v in roi)
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+    bin_h, bin_w = roi_h / pooled_h, roi_w / pooled_w
+    grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / pooled_h)
+    grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / pooled_w)
+    count = max(grid_h * grid_w, 1)
+    weights = torch.zeros(pooled_h * pooled_w, height * width, dtype=dtype)
+    for ph in range(pooled_h):
+        for pw in range(pooled_w):
+            for iy in range(grid_h):  # empty when grid_h <= 0
+                y = y1 + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+                for ix in range(grid_w):
+                    x = x1 + pw * bin_w + (ix + 0.5) * bin_w / grid_w
+                    for row, wy in _axis_taps(y, height):
+                        # A sample outside the map along x reads nothing, even if y is inside.
+                        for col, wx in _axis_taps(x, width):
+                            weights[ph * pooled_w + pw, row * width + col] += wy * wx / count
+    return weights
+
+
+def roi_align_reference(
+    input: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> torch.Tensor:
+    """RoIAlign by definition; differentiable in ``input`` through autograd.
+
+    ``input [N, C, H, W]``, ``rois [K, 5]`` (batch index, x1, y1, x2, y2) in image
+    coordinates -> ``[K, C, PH, PW]`` with ``(PH, PW) = output_size``.
+
+    For each RoI, with ``s = spatial_scale`` and ``shift = 0.5 if aligned else 0``:
+
+    * the box on the feature map is ``(x1 * s - shift, ..., y2 * s - shift)``.
+      Feature pixel i holds the value at coordinate i. With ``aligned=True`` the
+      shift makes a box edge at image coordinate u land at u * s - 0.5, i.e. pixel i
+      covers [i - 0.5, i + 0.5) at the feature scale (pixel centres are at
+      integer + 0.5 in the scaled box frame). With ``aligned=False`` (legacy) there is
+      no shift, and the box width and height are raised to at least 1;
+    * the box is cut into PH x PW equal bins; bin (ph, pw) holds ``gh x gw`` samples
+      at ``y = y1' + ph * bin_h + (iy + 0.5) * bin_h / gh`` (same for x), where
+      ``gh = sampling_ratio`` if > 0, else ``ceil(box_h / PH)`` (``ceil(box_w / PW)``
+      for gw); a box with gh or gw <= 0 (possible when aligned) has no sample;
+    * a sample is the bilinear interpolation of the 4 pixels around (y, x); it is 0
+      when y < -1 or y > H or x < -1 or x > W; a coordinate in [-1, 0] is clamped to
+      0 and one at or beyond the last pixel reads the last pixel;
+    * the bin value is the sum of its samples divided by ``max(gh * gw, 1)``.
+
+    Batch indices must be integers in [0, N); an empty map (H or W = 0) gives zeros.
+    Computes in the dtype of ``input`` (use float64 as an oracle).
+    """
+    pooled_h, pooled_w = output_size
+    n, channels, height, width = input.shape
+    outputs = []
+    for roi in rois.tolist():
+        batch = int(roi[0])
+        if not (0 <= roi[0] < n):
+            raise ValueError(f"roi batch index {roi[0]} is not in [0, {n})")
+        weights = _roi_weights(roi[1:], (pooled_h, pooled_w, height, width), spatial_scale, sampling_ratio,
+                               aligned, input.dtype)
+        features = input[batch].reshape(channels, height * width)
+        outputs.append((features @ weights.T).reshape(channels, pooled_h, pooled_w))
+    if not outputs:
+        return input.new_zeros((0, channels, pooled_h, pooled_w))
+    return torch.stack(outputs)
+
+
+def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS by definition; returns int64 indices of the kept boxes.
+
+    Boxes ``[N, 4]`` (x1, y1, x2, y2) are visited in decreasing score order; equal
+    scores keep their input order (stable sort). A box is kept unless its IoU with a
+    box kept before it is > ``iou_threshold``. IoU = inter / (area_a + area_b - inter)
+    with area = (x2 - x1) * (y2 - y1) (no +1), computed in the boxes' dtype and
+    compared with the threshold in float64; 0 / 0 (two empty boxes) is NaN, which
+    suppresses nothing. The result is in visiting order.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    kept: list[int] = []
+    for i in order.tolist():
+        if kept:
+            others = boxes[kept]
+            w = (torch.minimum(others[:, 2], boxes[i, 2]) - torch.maximum(others[:, 0], boxes[i, 0])).clamp(min=0)
+            h = (torch.minimum(others[:, 3], boxes[i, 3]) - torch.maximum(others[:, 1], boxes[i, 1])).clamp(min=0)
+            inter = w * h
+            iou = inter / (areas[kept] + areas[i] - inter)
+            if (iou.double() > iou_threshold).any():
+                continue
+        kept.append(i)
+    return torch.tensor(kept, dtype=torch.int64, device=boxes.device)

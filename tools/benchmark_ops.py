@@ -1,0 +1,159 @@
+"""Times detbench's compiled ops against ``torchvision.ops`` on the same inputs.
+
+Prints one table per device with the median wall time (milliseconds) over
+``--repeats`` timed calls, after ``--warmup`` untimed calls, and the ratio
+detbench / torchvision (below 1: detbench is faster). Both libraries get exactly the
+same tensors, and their calls alternate so that other load on the machine affects
+both alike. On CUDA every call is followed by ``torch.cuda.synchronize()`` inside
+the timed region.
+
+Cases:
+  * nms: 1k, 5k and 20k heavily overlapping boxes (clusters of jittered copies of
+    a few boxes on an 800x1333 image), IoU threshold 0.5.
+  * roi_align forward and backward: 1000 RoIs on a 1x256x200x336 float32 map
+    (stride 4 of an 800x1344 image, spatial_scale 0.25), output 7x7 and 14x14,
+    sampling_ratio 2, aligned False and True. The backward row times the
+    ``roi_align_backward`` operators themselves with a fixed random gradient.
+
+Example:
+    python tools/benchmark_ops.py --repeats 10
+    python tools/benchmark_ops.py --device cpu --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torchvision
+from tabulate import tabulate
+
+from detbench.extension import assert_has_ops
+
+IMAGE_H, IMAGE_W = 800, 1344  # the feature map below is this image at stride 4
+
+
+def clustered_boxes(n: int, generator: torch.Generator, boxes_per_cluster: int = 50) -> torch.Tensor:
+    """[n, 4] boxes: n / boxes_per_cluster random boxes, each copied with +-10 % jitter."""
+    clusters = max(n // boxes_per_cluster, 1)
+    size = torch.empty(clusters, 2).uniform_(32, 256, generator=generator)
+    corner = torch.rand(clusters, 2, generator=generator) * torch.tensor([1333.0, 800.0])
+    which = torch.randint(0, clusters, (n,), generator=generator)
+    jitter = (torch.rand(n, 4, generator=generator) - 0.5) * 0.2 * size[which].repeat(1, 2)
+    boxes = torch.cat([corner[which], corner[which] + size[which]], dim=1) + jitter
+    return torch.cat([boxes[:, :2], torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)], dim=1)
+
+
+def random_rois(k: int, generator: torch.Generator) -> torch.Tensor:
+    """[k, 5] RoIs (batch index 0) in image pixels, sides uniform in [8, 400]."""
+    size = torch.empty(k, 2).uniform_(8, 400, generator=generator)
+    corner = torch.rand(k, 2, generator=generator) * (torch.tensor([IMAGE_W, IMAGE_H]) - size)
+    return torch.cat([torch.zeros(k, 1), corner, corner + size], dim=1)
+
+
+def paired_median_ms(
+    ours: Callable[[], object], theirs: Callable[[], object], device: torch.device, repeats: int, warmup: int
+) -> tuple[float, float]:
+    """Median wall times of ``ours()`` and ``theirs()`` in milliseconds.
+
+    The two calls alternate, so that a load change on a shared machine hits both alike.
+    On CUDA the device is synchronised before the clock stops.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        ours(), theirs()
+    sync()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, bucket in zip((ours, theirs), times):
+            start = time.perf_counter()
+            fn()
+            sync()
+            bucket.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def nms_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for n in (1000, 5000, 20000):
+        boxes = clustered_boxes(n, g).to(device)
+        scores = torch.rand(n, generator=g).to(device)
+        kept = torch.ops.detbench.nms(boxes, scores, 0.5).numel()
+        name = f"nms {n} boxes ({kept} kept)"
+        ours = lambda b=boxes, s=scores: torch.ops.detbench.nms(b, s, 0.5)  # noqa: E731
+        theirs = lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.5)  # noqa: E731
+        cases.append((name, ours, theirs))
+    return cases
+
+
+def roi_align_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(1, 256, 200, 336, generator=g).to(device)
+    rois = random_rois(1000, g).to(device)
+    tv_backward = torch.ops.torchvision._roi_align_backward
+    cases = []
+    for size in (7, 14):
+        grad = torch.rand(1000, 256, size, size, generator=g).to(device)
+        for aligned in (False, True):
+            args = (0.25, size, size)
+            tail = (2, aligned)
+            bwd_args = (grad, rois, *args, *feats.shape, *tail)
+            label = f"{size}x{size} aligned={aligned}"
+            cases.append((
+                f"roi_align fwd {label}",
+                lambda a=args, t=tail: torch.ops.detbench.roi_align(feats, rois, *a, *t),
+                lambda a=args, t=tail: torch.ops.torchvision.roi_align(feats, rois, *a, *t),
+            ))
+            cases.append((
+                f"roi_align bwd {label}",
+                lambda b=bwd_args: torch.ops.detbench.roi_align_backward(*b),
+                lambda b=bwd_args: tv_backward(*b),
+            ))
+    return cases
+
+
+def run(device: torch.device, ops: list[str], repeats: int, warmup: int) -> None:
+    cases = []
+    if "nms" in ops:
+        cases += nms_cases(device)
+    if "roi_align" in ops:
+        cases += roi_align_cases(device)
+    rows = []
+    for name, ours, theirs in cases:
+        t_ours, t_theirs = paired_median_ms(ours, theirs, device, repeats, warmup)
+        rows.append([name, f"{t_ours:.2f}", f"{t_theirs:.2f}", f"{t_ours / t_theirs:.2f}"])
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"\n{device.type}{threads}: median of {repeats} runs after {warmup} warm-up runs")
+    print(tabulate(rows, headers=["case", "detbench ms", "torchvision ms", "ratio"], disable_numparse=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all",
+                        help="all = cpu, plus cuda when available")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per case (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU")
+    parser.add_argument("--ops", nargs="+", choices=["nms", "roi_align"], default=["nms", "roi_align"])
+    args = parser.parse_args()
+    assert_has_ops()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+    devices = [] if args.device == "cuda" else ["cpu"]
+    if args.device in ("all", "cuda"):
+        if torch.cuda.is_available():
+            devices.append("cuda")
+        elif args.device == "cuda":
+            raise SystemExit("--device cuda: no CUDA device is available")
+    with torch.no_grad():
+        for device in devices:
+            run(torch.device(device), args.ops, args.repeats, args.warmup)
+
+
+if __name__ == "__main__":
+    main()
