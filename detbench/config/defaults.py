@@ -278,6 +278,12 @@ _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()
 # Names of the test datasets (tuple of str); each is evaluated on its own.
 _C.DATASETS.TEST = ()
+# Your own COCO-format data: (name, image folder, annotation json) triples added to the catalog.
+_C.DATASETS.CUSTOM = ()
+# Training: drop images without usable annotations (bool); test sets always keep every image.
+_C.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS = True
+# Penn-Fudan: the last N images (sorted by file name) form "penn_fudan_test", the rest "penn_fudan_train".
+_C.DATASETS.PENN_FUDAN_NUM_TEST = 50
 
 # ---------------------------------------------------------------------------
 # DATALOADER
@@ -322,6 +328,8 @@ _C.SOLVER.CHECKPOINT_PERIOD = 2500
 _C.SOLVER.TEST_PERIOD = 0
 # Images per training batch summed over all processes (int, a multiple of the world size).
 _C.SOLVER.IMS_PER_BATCH = 16
+# Log the training metrics every this many iterations (int > 0).
+_C.SOLVER.LOG_PERIOD = 20
 
 # ---------------------------------------------------------------------------
 # TEST
@@ -339,6 +347,8 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 # ---------------------------------------------------------------------------
 # Folder for checkpoints, logs, metrics and inference results (created if missing).
 _C.OUTPUT_DIR = "."
+# Random seed of torch, numpy and Python's random, offset by the rank (-1: drawn at random and logged).
+_C.SEED = -1
 # Training precision: "float32", or "float16" for mixed precision with torch.amp (CUDA only).
 _C.DTYPE = "float32"
 # Unused (apex's verbosity in maskrcnn-benchmark); kept so its YAML files load.
