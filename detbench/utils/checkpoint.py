@@ -1,0 +1,288 @@
+"""Checkpoints: atomic saves with a ``last_checkpoint`` pointer, resuming, and weights for fine-tuning.
+
+A checkpoint file ``<save_dir>/<name>.pth`` is a dict with ``"model"`` (the state
+dict, without DDP's ``module.`` prefix), ``"optimizer"``, ``"scheduler"``,
+``"rng_states"`` (one entry per rank) and the caller's extra entries (e.g.
+``"iteration"``). The text file ``<save_dir>/last_checkpoint`` holds the name of
+the newest complete checkpoint. Files are only read with
+``torch.load(weights_only=True)``, which refuses pickled objects that could run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import comm
+
+POINTER = "last_checkpoint"
+_RESERVED = ("model", "optimizer", "scheduler", "rng_states")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or weight file that detbench cannot (or will not) load; the message says why."""
+
+
+# ----------------------------------------------------------------------------- state dicts
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel, else ``model`` itself."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def strip_prefix(state_dict: dict[str, Any], prefix: str = "module.") -> dict[str, Any]:
+    """``state_dict`` without ``prefix`` when every key has it (a DDP model's state dict)."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_state_dict_flexible` did, key by key."""
+
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in both, but with another shape
+    missing: list[str] = field(default_factory=list)  # in the model only
+    unexpected: list[str] = field(default_factory=list)  # in the state dict only
+
+
+def load_state_dict_flexible(model: nn.Module, state_dict: dict[str, torch.Tensor],
+                             logger: logging.Logger | None = None) -> LoadReport:
+    """Load the entries of ``state_dict`` that fit ``model``; log the rest by name.
+
+    A ``module.`` prefix on every key is removed. Entries whose shape differs from
+    the model's (a predictor for another number of classes) are skipped, so the
+    model keeps its initialisation there; missing and unexpected keys are allowed.
+    """
+    logger = logger or logging.getLogger(__name__)
+    model = unwrap(model)
+    state_dict = strip_prefix(state_dict)
+    own = model.state_dict()
+    report, usable = LoadReport(), {}
+    for key, value in state_dict.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.skipped.append(key)
+            logger.warning("Skipped %s: shape %s in the checkpoint, %s in the model",
+                           key, tuple(value.shape), tuple(own[key].shape))
+        else:
+            usable[key] = value
+    model.load_state_dict(usable, strict=False)
+    report.loaded = list(usable)
+    report.missing = [k for k in own if k not in state_dict]
+    logger.info("Loaded %d of the model's %d weights", len(report.loaded), len(own))
+    if report.missing:
+        logger.warning("%d weights not in the checkpoint (initialisation kept): %s",
+                       len(report.missing), ", ".join(report.missing))
+    if report.unexpected:
+        logger.warning("%d checkpoint entries unused by the model: %s",
+                       len(report.unexpected), ", ".join(report.unexpected))
+    return report
+
+
+# ----------------------------------------------------------------------------- RNG states
+def get_rng_state() -> dict[str, Any]:
+    """Generator states of torch (CPU, and CUDA once initialised), NumPy and ``random``.
+
+    Stored with tensors and plain Python values only, so ``weights_only`` loading accepts it.
+    """
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "random": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    random.setstate(state["random"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# ----------------------------------------------------------------------------- files
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: not every OS can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it over ``path``.
+
+    Readers see either the old file or the complete new one. If ``write`` fails,
+    the temporary file is removed and ``path`` is left as it was.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def read_weights(f: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint dict (with ``"model"``) from a detbench checkpoint or a plain state-dict file."""
+    name = str(f)
+    if "://" in name:
+        raise CheckpointError(f"{name}: '{name.split('://')[0]}://' weight names are not supported yet; "
+                              "give the path of a local .pth file")
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"weight file {name} does not exist")
+    if name.endswith(".pkl"):
+        raise CheckpointError(f"{name}: Detectron/Caffe2 .pkl weights are not supported; give a .pth file")
+    try:
+        data = torch.load(name, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(name):  # torch.save writes zip archives since PyTorch 1.6
+            raise CheckpointError(f"{name} is not a file written by torch.save (not a zip archive)") from e
+        raise CheckpointError(
+            f"{name} was refused by the safe loader torch.load(weights_only=True): it holds pickled "
+            "objects other than tensors and plain containers, and loading them could run code. If you "
+            "trust its source, load it yourself and save model.state_dict() with torch.save. "
+            f"Loader message: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # torch raises many types for files that are not its format
+        raise CheckpointError(f"{name} is not a file written by torch.save ({type(e).__name__}: {e})") from e
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        return data
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return {"model": data}  # a bare state dict, e.g. torch.save(model.state_dict(), f)
+    keys = list(data)[:8] if isinstance(data, dict) else type(data).__name__
+    raise CheckpointError(f"{name}: unknown weight format (expected a state dict of tensors or a "
+                          f"detbench checkpoint with a 'model' entry; found {keys})")
+
+
+# ----------------------------------------------------------------------------- checkpointer
+class Checkpointer:
+    """Saves and restores a training run's state in ``save_dir``.
+
+    Args:
+        model: the model (DDP-wrapped or not).
+        optimizer, scheduler: saved and, on resume, restored when given.
+        save_dir: folder of the checkpoints and of the ``last_checkpoint`` pointer ("" disables saving).
+        save_to_disk: False on ranks other than 0, which take part in :meth:`save` but write nothing.
+        logger: where loading reports go (default: this module's logger).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 scheduler: Any = None, save_dir: str | os.PathLike = "", save_to_disk: bool = True,
+                 logger: logging.Logger | None = None) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.save_dir = Path(save_dir) if save_dir else None
+        self.save_to_disk = save_to_disk
+        self.logger = logger or logging.getLogger(__name__)
+
+    def save(self, name: str, **extra: Any) -> None:
+        """Collective: write ``save_dir/name.pth``, then point ``last_checkpoint`` at it.
+
+        Call on every rank: each rank's RNG state is gathered so that a resumed run
+        continues every rank's random stream. Only a rank with ``save_to_disk`` writes.
+        ``extra`` (e.g. ``iteration=...``) must hold tensors or plain Python values.
+        """
+        clash = [k for k in extra if k in _RESERVED]
+        if clash:
+            raise ValueError(f"Checkpointer.save: extra entries may not be named {clash}")
+        if self.save_dir is None:
+            return
+        rng_states = comm.all_gather(get_rng_state())
+        if not self.save_to_disk:
+            return
+        data: dict[str, Any] = {"model": unwrap(self.model).state_dict(), "rng_states": rng_states}
+        if self.optimizer is not None:
+            data["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            data["scheduler"] = self.scheduler.state_dict()
+        data.update(extra)
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        path = self.save_dir / f"{name}.pth"
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_write(path, lambda f: torch.save(data, f))
+        # Only now that the checkpoint is complete on disk does the pointer move to it.
+        atomic_write(self.save_dir / POINTER, lambda f: f.write(path.name.encode()))
+
+    def has_checkpoint(self) -> bool:
+        """True when ``save_dir`` has a ``last_checkpoint`` pointer."""
+        return self.save_dir is not None and (self.save_dir / POINTER).is_file()
+
+    def get_checkpoint_file(self) -> str:
+        """The file ``last_checkpoint`` names (relative names are taken in ``save_dir``), or ""."""
+        if not self.has_checkpoint():
+            return ""
+        name = (self.save_dir / POINTER).read_text().strip()
+        return str(self.save_dir / name) if name else ""  # an absolute name stays as it is
+
+    def load(self, f: str | os.PathLike | None = None, use_latest: bool = True,
+             resume: bool | None = None) -> dict[str, Any]:
+        """Load weights or resume; return the extra entries of a resumed checkpoint.
+
+        With ``use_latest`` and a ``last_checkpoint`` in ``save_dir``, that file is
+        loaded and ``f`` ignored; otherwise ``f`` (MODEL.WEIGHT); with neither the
+        model keeps its initialisation and ``{}`` is returned. ``resume`` (default:
+        True exactly when the file came from ``last_checkpoint``) also restores the
+        optimizer, scheduler and RNG states and returns the extra entries (e.g.
+        ``{"iteration": 90}``); without it only the model's weights are loaded
+        (fine-tuning: shapes that differ are skipped and logged) and ``{}`` returned.
+        """
+        from_pointer = use_latest and self.has_checkpoint()
+        if from_pointer:
+            f = self.get_checkpoint_file()
+        if not f:
+            self.logger.info("No checkpoint and no MODEL.WEIGHT: the model keeps its initialisation")
+            return {}
+        resume = from_pointer if resume is None else resume
+        self.logger.info("%s from %s", "Resuming" if resume else "Loading weights", f)
+        checkpoint = read_weights(f)
+        load_state_dict_flexible(self.model, checkpoint.pop("model"), self.logger)
+        if not resume:
+            return {}
+        self._restore_training_state(checkpoint)
+        return {k: v for k, v in checkpoint.items() if k not in _RESERVED}
+
+    def _restore_training_state(self, checkpoint: dict[str, Any]) -> None:
+        for part, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+            if target is not None and part in checkpoint:
+                target.load_state_dict(checkpoint[part])
+            elif target is not None:
+                self.logger.warning("The checkpoint has no %s state; the %s starts afresh", part, part)
+        rng_states = checkpoint.get("rng_states")
+        if rng_states is not None and len(rng_states) == comm.get_world_size():
+            set_rng_state(rng_states[comm.get_rank()])
+        elif rng_states is not None:
+            self.logger.warning("RNG states saved by %d process(es), this run has %d: random streams "
+                                "are not restored", len(rng_states), comm.get_world_size())
