@@ -38,7 +38,7 @@ def _round_half_up(value: float) -> int:
 
 def _pack_polygons(instances: Sequence[Sequence[Any]]) -> tuple[Tensor, Tensor, Tensor]:
     """Nested per-instance lists of flat [x0, y0, x1, y1, ...] polygons -> packed tensors
-    (points [V, 2] float32, vertices per polygon [P], polygons per instance [N]).
+    (points [V, 2] float64, so that rasterising matches pycocotools on the json values; vertices per polygon [P], polygons per instance [N]).
 
     Polygons with fewer than 3 vertices enclose no area and are dropped (pycocotools would
     read a 4-number list as a box).
@@ -49,7 +49,7 @@ def _pack_polygons(instances: Sequence[Sequence[Any]]) -> tuple[Tensor, Tensor, 
             raise TypeError("SegmentationMask takes polygons, not RLE dicts (filter out crowd annotations)")
         kept = 0
         for poly in polygons:
-            flat = torch.as_tensor(poly, dtype=torch.float32).reshape(-1)
+            flat = torch.as_tensor(poly, dtype=torch.float64).reshape(-1)
             if flat.numel() % 2:
                 raise ValueError(f"a polygon needs an even number of coordinates, got {flat.numel()}")
             if flat.numel() >= 6:
@@ -57,7 +57,7 @@ def _pack_polygons(instances: Sequence[Sequence[Any]]) -> tuple[Tensor, Tensor, 
                 poly_sizes.append(flat.numel() // 2)
                 kept += 1
         inst_sizes.append(kept)
-    packed = torch.cat(points) if points else torch.zeros((0, 2))
+    packed = torch.cat(points) if points else torch.zeros((0, 2), dtype=torch.float64)
     return packed, torch.tensor(poly_sizes, dtype=torch.int64), torch.tensor(inst_sizes, dtype=torch.int64)
 
 
@@ -123,7 +123,7 @@ class SegmentationMask:
 
     @property
     def polygons(self) -> list[list[Tensor]]:
-        """Per instance, its flat float32 polygons [2 * vertices] (poly mode only)."""
+        """Per instance, its flat float64 polygons [2 * vertices] (poly mode only)."""
         if self.mode != "poly":
             raise ValueError("polygons are only defined in 'poly' mode")
         flat = self._points.cpu().split(self._poly_sizes.tolist())

@@ -38,7 +38,7 @@ def flat(masks: SegmentationMask) -> list[list[list[float]]]:
 
 def test_polygons_are_kept_and_degenerate_ones_dropped():
     masks = SegmentationMask([[SQUARE, [0.0, 0.0, 1.0, 1.0]], [[2, 2, 3, 2, 3, 3]]], SIZE)
-    # The 2-vertex polygon encloses nothing and is dropped; integer input becomes float32.
+    # The 2-vertex polygon encloses nothing and is dropped; integer input becomes float64.
     assert flat(masks) == [[SQUARE], [[2.0, 2.0, 3.0, 2.0, 3.0, 3.0]]]
     assert len(masks) == 2 and masks.mode == "poly" and masks.size == SIZE
 

@@ -1,0 +1,115 @@
+"""Dataset catalog: a name in DATASETS.TRAIN / DATASETS.TEST -> which dataset class and files.
+
+Paths are relative to the catalog root, the environment variable ``DETBENCH_DATASETS``
+(default ``./datasets``), laid out as::
+
+    <root>/coco/train2014, val2014, train2017, val2017           image folders
+    <root>/coco/annotations/instances_*.json, person_keypoints_*.json
+    <root>/PennFudanPed/PNGImages, PedMasks
+
+Your own COCO-format data needs no code: add ``(name, image folder, annotation json)``
+triples to ``DATASETS.CUSTOM`` (relative paths are resolved against the root) and use the
+name in ``DATASETS.TRAIN`` / ``DATASETS.TEST``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+ENV_ROOT = "DETBENCH_DATASETS"
+DEFAULT_ROOT = "./datasets"
+
+
+def _coco_names() -> dict[str, tuple[str, str]]:
+    """Standard COCO names -> (image folder, annotation json), relative to the root."""
+    splits = {
+        "2014_train": ("train2014", "train2014"),
+        "2014_val": ("val2014", "val2014"),
+        "2014_minival": ("val2014", "minival2014"),
+        "2014_valminusminival": ("val2014", "valminusminival2014"),
+        "2017_train": ("train2017", "train2017"),
+        "2017_val": ("val2017", "val2017"),
+    }
+    names = {}
+    for split, (folder, ann) in splits.items():
+        names[f"coco_{split}"] = (f"coco/{folder}", f"coco/annotations/instances_{ann}.json")
+        names[f"keypoints_coco_{split}"] = (f"coco/{folder}", f"coco/annotations/person_keypoints_{ann}.json")
+    return names
+
+
+COCO_DATASETS = _coco_names()
+PENN_FUDAN_DATASETS = {"penn_fudan_train": "train", "penn_fudan_test": "test"}
+PENN_FUDAN_FOLDER = "PennFudanPed"
+
+
+class UnknownDatasetError(KeyError):
+    """A dataset name the catalog does not know (KeyError, printed without KeyError's quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the catalog knows of a name: the dataset class's name and its path arguments."""
+
+    name: str
+    factory: str  # "COCODataset" or "PennFudanDataset"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def datasets_root() -> Path:
+    """The catalog root: $DETBENCH_DATASETS, or ./datasets."""
+    return Path(os.environ.get(ENV_ROOT) or DEFAULT_ROOT)
+
+
+def _resolve(path: str, root: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else root / p
+
+
+def _custom_table(custom: Iterable[Sequence[str]]) -> dict[str, tuple[str, str]]:
+    """DATASETS.CUSTOM triples -> {name: (image folder, json)}, checked."""
+    table = {}
+    for entry in custom:
+        if isinstance(entry, (str, bytes)) or len(entry) != 3 or not all(isinstance(e, str) for e in entry):
+            raise ValueError(
+                f"DATASETS.CUSTOM entries must be (name, image folder, annotation json) strings, got {entry!r}"
+            )
+        name, images, ann = entry
+        if name in COCO_DATASETS or name in PENN_FUDAN_DATASETS or name in table:
+            raise ValueError(f"DATASETS.CUSTOM name {name!r} is already defined; choose another name")
+        table[name] = (images, ann)
+    return table
+
+
+def known_names(custom: Iterable[Sequence[str]] = ()) -> list[str]:
+    """Every name the catalog resolves, built-in and custom, sorted."""
+    return sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *_custom_table(custom)])
+
+
+def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None = None) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``name``; an unknown name raises KeyError listing the known
+    names and the closest one."""
+    root = Path(root) if root is not None else datasets_root()
+    custom = _custom_table(custom)
+    if name in custom:
+        images, ann = custom[name]
+        return DatasetSpec(name, "COCODataset", {"root": _resolve(images, root), "ann_file": _resolve(ann, root)})
+    if name in COCO_DATASETS:
+        images, ann = COCO_DATASETS[name]
+        return DatasetSpec(name, "COCODataset", {"root": root / images, "ann_file": root / ann})
+    if name in PENN_FUDAN_DATASETS:
+        args = {"root": root / PENN_FUDAN_FOLDER, "split": PENN_FUDAN_DATASETS[name]}
+        return DatasetSpec(name, "PennFudanDataset", args)
+    known = sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *custom])
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownDatasetError(
+        f"unknown dataset {name!r}.{hint} Known names: {', '.join(known)}. "
+        f"Add your own COCO-format data with DATASETS.CUSTOM (name, image folder, annotation json)."
+    )

@@ -1,0 +1,168 @@
+"""Inference over a test DataLoader: run the model, gather predictions from every rank, and
+evaluate them against the dataset's ground truth (rank 0 only)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from detbench.data.datasets.evaluation import evaluate
+from detbench.structures.bounding_box import BoxList
+from detbench.utils import comm
+
+logger = logging.getLogger(__name__)
+
+# Log a progress line after about this many seconds (and after the last batch).
+_PROGRESS_SECONDS = 10.0
+
+
+def _to_original_size(output: BoxList, dataset: Any, index: int) -> BoxList:
+    """A prediction in the network input size -> the original image size of ``index``."""
+    info = dataset.get_img_info(index)
+    return output.resize((int(info["width"]), int(info["height"])))
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued kernels, so that wall-clock times cover the model's work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compute_on_dataset(
+    model: nn.Module, data_loader: Iterable, device: torch.device | str = "cpu"
+) -> tuple[dict[int, BoxList], float]:
+    """Run ``model`` on every batch of ``data_loader`` under ``torch.no_grad``.
+
+    Batches are ``(images: ImageList, targets, indices)``. Returns ({dataset index: prediction
+    on the CPU, resized to the original image size}, seconds spent in the model's forward).
+    """
+    device = torch.device(device)
+    dataset = data_loader.dataset
+    results: dict[int, BoxList] = {}
+    model_time, num_batches = 0.0, len(data_loader)
+    start = last_log = time.perf_counter()
+    with torch.no_grad():
+        for i, (images, _, indices) in enumerate(data_loader):
+            images = images.to(device)
+            _sync(device)
+            tic = time.perf_counter()
+            outputs = model(images)
+            _sync(device)
+            model_time += time.perf_counter() - tic
+            for index, output in zip(indices, outputs):
+                index = int(index)
+                results[index] = _to_original_size(output.to("cpu"), dataset, index)
+            now = time.perf_counter()
+            if comm.is_main_process() and (now - last_log >= _PROGRESS_SECONDS or i + 1 == num_batches):
+                last_log = now
+                _log_progress(i + 1, num_batches, len(results), now - start)
+    return results, model_time
+
+
+def _log_progress(done: int, total: int, images: int, seconds: float) -> None:
+    """One progress line: a text bar, batches done, images/s and the remaining time."""
+    width = 30
+    filled = width * done // max(total, 1)
+    eta = seconds / done * (total - done)
+    logger.info(
+        "[%s%s] %d/%d batches, %.2f images/s, eta %s",
+        "#" * filled,
+        "." * (width - filled),
+        done,
+        total,
+        images / max(seconds, 1e-9),
+        datetime.timedelta(seconds=int(eta)),
+    )
+
+
+def merge_predictions(per_rank: Sequence[Mapping[int, BoxList]], num_images: int | None = None) -> dict[int, BoxList]:
+    """Merge the {dataset index: prediction} dicts of all ranks into one sorted by index.
+
+    An index seen on several ranks (a distributed sampler pads the dataset with repeats) is
+    kept once, from the first rank that has it. With ``num_images``, missing indices of
+    ``range(num_images)`` are logged as a warning (they are not evaluated).
+    """
+    merged: dict[int, BoxList] = {}
+    for predictions in per_rank:
+        for index, prediction in predictions.items():
+            merged.setdefault(int(index), prediction)
+    if num_images is not None:
+        missing = sorted(set(range(num_images)) - merged.keys())
+        if missing:
+            logger.warning(
+                "%d of %d test images have no prediction (first: %s); the evaluation is incomplete",
+                len(missing),
+                num_images,
+                missing[:10],
+            )
+    return dict(sorted(merged.items()))
+
+
+def _accumulate_predictions_from_multiple_gpus(
+    predictions: Mapping[int, BoxList], num_images: int | None = None
+) -> dict[int, BoxList] | None:
+    """All ranks' predictions merged on rank 0 (see :func:`merge_predictions`); None elsewhere."""
+    per_rank = comm.all_gather(dict(predictions))
+    if not comm.is_main_process():
+        return None
+    return merge_predictions(per_rank, num_images)
+
+
+def _log_timing(dataset_name: str, num_images: int, total: float, model_time: float) -> None:
+    """Total wall time and model time, per image and per device (times are of this rank)."""
+    devices = comm.get_world_size()
+    per_image = total * devices / max(num_images, 1)
+    logger.info(
+        "Total inference time on %s: %s (%.4f s / image per device, on %d device(s); %.2f images/s)",
+        dataset_name,
+        datetime.timedelta(seconds=int(total)),
+        per_image,
+        devices,
+        num_images / max(total, 1e-9),
+    )
+    logger.info(
+        "Model inference time: %s (%.4f s / image per device)",
+        datetime.timedelta(seconds=int(model_time)),
+        model_time * devices / max(num_images, 1),
+    )
+
+
+def inference(
+    model: nn.Module,
+    data_loader: Any,
+    dataset_name: str,
+    iou_types: Sequence[str] = ("bbox",),
+    device: torch.device | str = "cpu",
+    output_folder: str | Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluate ``model`` on ``data_loader.dataset``.
+
+    Every rank runs its share of the images (the model in eval mode, restored afterwards);
+    rank 0 gathers the predictions (each image once), saves them as ``predictions.pth`` in
+    ``output_folder`` when given, and evaluates ``iou_types`` ("bbox", "segm", "keypoints")
+    with pycocotools. Returns {iou_type: {metric: value}} on rank 0 and {} on other ranks.
+    """
+    dataset = data_loader.dataset
+    logger.info("Start evaluation on %s (%d images)", dataset_name, len(dataset))
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        predictions, model_time = compute_on_dataset(model, data_loader, device)
+    finally:
+        model.train(was_training)
+    comm.synchronize()
+    _log_timing(dataset_name, len(dataset), time.perf_counter() - start, model_time)
+    merged = _accumulate_predictions_from_multiple_gpus(predictions, len(dataset))
+    if merged is None:
+        return {}
+    if output_folder:
+        Path(output_folder).mkdir(parents=True, exist_ok=True)
+        torch.save(merged, Path(output_folder) / "predictions.pth")
+    return evaluate(dataset, merged, output_folder, iou_types)

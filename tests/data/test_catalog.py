@@ -1,0 +1,57 @@
+"""Dataset catalog: standard names, the root from the environment, custom triples, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detbench.data import catalog
+
+
+def test_root_from_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(catalog.ENV_ROOT, raising=False)
+    assert catalog.datasets_root() == Path("./datasets")
+    monkeypatch.setenv(catalog.ENV_ROOT, str(tmp_path))
+    spec = catalog.get("coco_2017_val")
+    assert spec.factory == "COCODataset"
+    assert spec.args["root"] == tmp_path / "coco/val2017"
+    assert spec.args["ann_file"] == tmp_path / "coco/annotations/instances_val2017.json"
+
+
+def test_standard_names():
+    names = catalog.known_names()
+    for split in ("2014_train", "2014_val", "2014_minival", "2014_valminusminival", "2017_train", "2017_val"):
+        assert f"coco_{split}" in names and f"keypoints_coco_{split}" in names
+    kp = catalog.get("keypoints_coco_2014_minival", root="/d")
+    assert kp.args["ann_file"] == Path("/d/coco/annotations/person_keypoints_minival2014.json")
+    assert kp.args["root"] == Path("/d/coco/val2014")
+    pf = catalog.get("penn_fudan_test", root="/d")
+    assert pf.factory == "PennFudanDataset" and pf.args == {"root": Path("/d/PennFudanPed"), "split": "test"}
+
+
+def test_custom_triples_resolve_relative_paths():
+    custom = (("mine", "imgs", "ann/train.json"), ["abs", "/x/imgs", "/x/a.json"])
+    spec = catalog.get("mine", custom, root="/data")
+    assert spec.args == {"root": Path("/data/imgs"), "ann_file": Path("/data/ann/train.json")}
+    assert catalog.get("abs", custom, root="/data").args == {"root": Path("/x/imgs"), "ann_file": Path("/x/a.json")}
+    assert "mine" in catalog.known_names(custom)
+
+
+def test_unknown_name_lists_known_and_nearest():
+    with pytest.raises(KeyError) as info:
+        catalog.get("coco_2017_vall", (("mine", "i", "a.json"),))
+    message = str(info.value)
+    assert "Did you mean 'coco_2017_val'?" in message
+    assert "penn_fudan_train" in message and "mine" in message and "DATASETS.CUSTOM" in message
+
+
+@pytest.mark.parametrize("bad", [("only", "two"), "a string", ("x", "y", 3)])
+def test_malformed_custom_entries(bad):
+    with pytest.raises(ValueError, match="DATASETS.CUSTOM"):
+        catalog.get("coco_2017_val", (bad,))
+
+
+def test_custom_name_may_not_shadow_a_standard_one():
+    with pytest.raises(ValueError, match="already defined"):
+        catalog.get("x", (("coco_2017_val", "i", "a.json"),))
