@@ -1,6 +1,6 @@
 """The one place that loads the compiled library ``detbench._C``.
 
-The library registers the ``torch.ops.detbench`` operators (``roi_align``,
+The library registers the ``torch.ops.detbench`` operators (``roi_align``, ``batched_nms``,
 ``roi_align_backward``, ``nms``, ``_cuda_version``). ``import detbench`` works
 without it; calling an operator without it raises :class:`MissingExtensionError`
 with the command that builds it.

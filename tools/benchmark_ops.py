@@ -10,6 +10,14 @@ the timed region.
 Cases:
   * nms: 1k, 5k and 20k heavily overlapping boxes (clusters of jittered copies of
     a few boxes on an 800x1333 image), IoU threshold 0.5.
+  * batched_nms (rows selected by ``--ops batched_nms``):
+      - "80 classes x 1000 boxes": the box head's post-processing with score threshold
+        0: 1000 proposals, each decoded once per class with its own small jitter,
+        random scores, labels k * 80 + c -> c as in the flattened [K, C] layout; IoU 0.5;
+      - "5 levels x 2000 boxes": RPN-like, 2000 clustered boxes per FPN level, IoU 0.7.
+    torchvision.ops.batched_nms uses its coordinate-offset trick (one nms) up to 1000
+    boxes on CPU and 25000 on CUDA, and one nms per category above: on CPU both rows
+    compare with the per-category loop, on CUDA the RPN row with the trick.
   * roi_align forward and backward: 1000 RoIs on a 1x256x200x336 float32 map
     (stride 4 of an 800x1344 image, spatial_scale 0.25), output 7x7 and 14x14,
     sampling_ratio 2, aligned False and True. The backward row times the
@@ -18,6 +26,7 @@ Cases:
 Example:
     python tools/benchmark_ops.py --repeats 10
     python tools/benchmark_ops.py --device cpu --threads 1
+    python tools/benchmark_ops.py --ops nms batched_nms
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from tabulate import tabulate
 
 from detbench.extension import assert_has_ops
 
+OPS = ["nms", "batched_nms", "roi_align"]
 IMAGE_H, IMAGE_W = 800, 1344  # the feature map below is this image at stride 4
 
 
@@ -90,6 +100,38 @@ def nms_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
     return cases
 
 
+def batched_nms_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
+    g = torch.Generator().manual_seed(0)
+    classes, proposals = 80, 1000
+    base = clustered_boxes(proposals, g)
+    # Each class decodes the proposal with its own regression: a jitter of a few pixels.
+    per_class = base[:, None, :] + torch.randn(proposals, classes, 4, generator=g) * 4
+    box_head = (
+        per_class.reshape(-1, 4),
+        torch.rand(proposals * classes, generator=g),
+        torch.arange(classes).repeat(proposals),  # row k * classes + c has label c
+        0.5,
+    )
+    levels, per_level = 5, 2000
+    rpn = (
+        torch.cat([clustered_boxes(per_level, g) for _ in range(levels)]),
+        torch.rand(levels * per_level, generator=g),
+        torch.arange(levels).repeat_interleave(per_level),
+        0.7,
+    )
+    cases = []
+    named = ((f"{classes} classes x {proposals} boxes", box_head), (f"{levels} levels x {per_level} boxes", rpn))
+    for label, args in named:
+        args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        kept = torch.ops.detbench.batched_nms(*args).numel()
+        cases.append((
+            f"batched_nms {label} ({kept} kept)",
+            lambda a=args: torch.ops.detbench.batched_nms(*a),
+            lambda a=args: torchvision.ops.batched_nms(*a),
+        ))
+    return cases
+
+
 def roi_align_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
     g = torch.Generator().manual_seed(0)
     feats = torch.rand(1, 256, 200, 336, generator=g).to(device)
@@ -120,6 +162,8 @@ def run(device: torch.device, ops: list[str], repeats: int, warmup: int) -> None
     cases = []
     if "nms" in ops:
         cases += nms_cases(device)
+    if "batched_nms" in ops:
+        cases += batched_nms_cases(device)
     if "roi_align" in ops:
         cases += roi_align_cases(device)
     rows = []
@@ -138,7 +182,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per case (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU")
-    parser.add_argument("--ops", nargs="+", choices=["nms", "roi_align"], default=["nms", "roi_align"])
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=OPS)
     args = parser.parse_args()
     assert_has_ops()
     if args.threads is not None:

@@ -1,4 +1,5 @@
-// Argument checks and threshold handling shared by the CPU and CUDA nms kernels.
+// Argument checks and threshold handling shared by the CPU and CUDA nms and
+// batched_nms kernels.
 // Only inline functions: the header is included by several translation units.
 #pragma once
 
@@ -19,6 +20,16 @@ inline void check_nms_args(const at::Tensor& boxes, const at::Tensor& scores) {
               scores.device());
   TORCH_CHECK(boxes.scalar_type() == scores.scalar_type(), "nms: boxes dtype ", boxes.scalar_type(),
               " differs from scores dtype ", scores.scalar_type());
+}
+
+// batched_nms: boxes and scores as for nms, plus idxs, the int64 [N] category of each box.
+inline void check_batched_nms_args(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs) {
+  check_nms_args(boxes, scores);
+  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "batched_nms: idxs must be [N] with N = ",
+              boxes.size(0), ", got ", idxs.sizes());
+  TORCH_CHECK(idxs.scalar_type() == at::kLong, "batched_nms: idxs must be int64, got ", idxs.scalar_type());
+  TORCH_CHECK(idxs.device() == boxes.device(), "batched_nms: boxes are on ", boxes.device(), " but idxs on ",
+              idxs.device());
 }
 
 // The largest T not above `threshold`. For any T value v, `v > threshold` (compared in

@@ -1,4 +1,5 @@
-// CUDA kernel of detbench::nms, with the 64-wide bitmask scheme.
+// CUDA kernels of detbench::nms, with the 64-wide bitmask scheme, and of
+// detbench::batched_nms, which reuses it on shifted boxes (see batched_nms_cuda).
 //
 // 1. Sort by decreasing score (stable: equal scores keep their input order).
 // 2. mask kernel: for sorted boxes i < j, bit j % 64 of word mask[i][j / 64] is set
@@ -161,10 +162,35 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double io
   return order.masked_select(keep);
 }
 
+// The coordinate-offset trick: the boxes of category c are moved by c * span, with span
+// the extent of all coordinates plus one, so that boxes of different categories cannot
+// overlap, and one nms call does the work. Coordinates are shifted in at least float32
+// (float16 cannot hold the offsets). A shifted coordinate can round (float32 keeps 24
+// significant bits), and an IoU within rounding of the threshold can then be decided
+// differently from the CPU kernel, which uses the original coordinates. The [N, N / 64]
+// mask still covers all pairs, also across categories.
+at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                            double iou_threshold) {
+  check_batched_nms_args(boxes, scores, idxs);
+  if (boxes.size(0) == 0) {
+    return at::empty({0}, boxes.options().dtype(at::kLong));
+  }
+  const c10::cuda::CUDAGuard device_guard(boxes.device());
+  const at::ScalarType work_type = at::promote_types(boxes.scalar_type(), at::kFloat);
+  const at::Tensor work = boxes.to(work_type);
+  const at::Tensor low = work.min();
+  const at::Tensor span = work.max() - low + 1;
+  // Every coordinate starts at 0 after `- low`; category c then occupies [c * span, (c + 1) * span).
+  const at::Tensor shifted = work - low + (idxs.to(work_type) * span).unsqueeze(1);
+  // Widening the scores is exact, so the visiting order does not change.
+  return nms_cuda(shifted, scores.to(work_type), iou_threshold);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(detbench, CUDA, m) {
   m.impl("nms", &nms_cuda);
+  m.impl("batched_nms", &batched_nms_cuda);
 }
 
 }  // namespace detbench

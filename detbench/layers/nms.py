@@ -5,8 +5,9 @@ The kernels (``csrc/cpu/nms_kernel.cpp``, ``csrc/cuda/nms_kernel.cu``) implement
 visited in decreasing score order, with a stable sort so that equal scores keep their
 input order; a box is dropped when its IoU with an already kept box is
 > ``iou_threshold``; IoU = inter / (area_a + area_b - inter) with areas
-(x2 - x1) * (y2 - y1) (no +1). :func:`detbench.layers.reference.nms_reference` is the
-same rule written as a plain loop.
+(x2 - x1) * (y2 - y1) (no +1). ``torch.ops.detbench.batched_nms`` applies the same
+rule within each category. :func:`detbench.layers.reference.nms_reference` and
+:func:`~detbench.layers.reference.batched_nms_reference` state them as plain loops.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import torch
 from detbench import extension
 
 __all__ = ["batched_nms", "nms"]
+
+# Category dtypes that batched_nms widens to the int64 its op takes.
+_NARROW_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -37,42 +41,58 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """NMS within each category: boxes with different ``idxs`` never suppress each other.
 
-    One :func:`nms` call: every box is translated by ``idxs * span``, where span is
-    the extent of all coordinates plus one, so that boxes of different categories
-    cannot overlap. Coordinates are shifted in at least float32 (float16 cannot hold
-    the offsets); decisions within a category can differ from a per-category call
-    only for IoUs within rounding of the threshold.
+    One call of ``torch.ops.detbench.batched_nms``. The CPU kernel sorts the boxes by
+    (category, decreasing score) and runs :func:`nms`'s greedy loop on each category on
+    its own, so its decisions are exactly those of one :func:`nms` call per category.
+    The CUDA kernel moves each category's boxes apart by a coordinate offset (computed
+    in at least float32) and runs one nms: IoUs within rounding of the threshold can be
+    decided differently there when the offsets are large.
 
     Args:
-        boxes: ``[N, 4]``; scores: ``[N]``; idxs: ``[N]`` integer category of each box.
+        boxes: ``[N, 4]`` (x1, y1, x2, y2); scores: ``[N]``, same dtype and device.
+        idxs: ``[N]`` integer category of each box (any integer dtype; the op itself
+            takes int64), on the same device.
+        iou_threshold: drop boxes whose IoU with a kept box of their category is > this.
 
     Returns:
-        int64 ``[M]`` indices of the kept boxes, by decreasing score.
+        int64 ``[M]`` indices of the kept boxes, by decreasing score (ties in input
+        order, whatever the categories).
     """
     extension.assert_has_ops()
     if idxs.shape != scores.shape:
         raise ValueError(f"batched_nms: idxs must be [N] like scores {tuple(scores.shape)}, got {tuple(idxs.shape)}")
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    work = boxes.to(torch.promote_types(boxes.dtype, torch.float32))
-    low = work.min()
-    span = work.max() - low + 1
-    # Start every coordinate at 0, then give category c the slab [c * span, (c + 1) * span).
-    shifted = work - low + (idxs.to(work.dtype) * span)[:, None]
-    if scores.dtype == boxes.dtype:  # otherwise let nms report the mismatch
-        scores = scores.to(work.dtype)
-    return torch.ops.detbench.nms(shifted, scores, iou_threshold)
+    if idxs.dtype in _NARROW_INTEGERS:
+        idxs = idxs.long()
+    return torch.ops.detbench.batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+def _check_boxes_and_scores(name: str, boxes: torch.Tensor, scores: torch.Tensor) -> None:
+    torch._check(boxes.dim() == 2 and boxes.size(1) == 4, lambda: f"{name}: boxes must be [N, 4], got {boxes.shape}")
+    torch._check(scores.dim() == 1 and scores.size(0) == boxes.size(0), lambda: f"{name}: scores must be [N]")
+    torch._check(scores.dtype == boxes.dtype, lambda: f"{name}: scores {scores.dtype} != boxes {boxes.dtype}")
+
+
+def _kept_indices(boxes: torch.Tensor) -> torch.Tensor:
+    """Fake result: int64 [M] with M data-dependent, at most N."""
+    kept = torch.library.get_ctx().new_dynamic_size()
+    torch._check(kept <= boxes.size(0))
+    return boxes.new_empty((kept,), dtype=torch.int64)
 
 
 def _register() -> None:
     @torch.library.register_fake("detbench::nms")
     def _(boxes, scores, iou_threshold):
-        torch._check(boxes.dim() == 2 and boxes.size(1) == 4, lambda: f"nms: boxes must be [N, 4], got {boxes.shape}")
-        torch._check(scores.dim() == 1 and scores.size(0) == boxes.size(0), lambda: "nms: scores must be [N]")
-        torch._check(scores.dtype == boxes.dtype, lambda: f"nms: scores {scores.dtype} != boxes {boxes.dtype}")
-        kept = torch.library.get_ctx().new_dynamic_size()  # data-dependent, at most N
-        torch._check(kept <= boxes.size(0))
-        return boxes.new_empty((kept,), dtype=torch.int64)
+        _check_boxes_and_scores("nms", boxes, scores)
+        return _kept_indices(boxes)
+
+    @torch.library.register_fake("detbench::batched_nms")
+    def _(boxes, scores, idxs, iou_threshold):
+        _check_boxes_and_scores("batched_nms", boxes, scores)
+        torch._check(idxs.dim() == 1 and idxs.size(0) == boxes.size(0), lambda: "batched_nms: idxs must be [N]")
+        torch._check(idxs.dtype == torch.int64, lambda: f"batched_nms: idxs must be int64, got {idxs.dtype}")
+        return _kept_indices(boxes)
 
 
 if extension.has_ops():  # the schema comes with the compiled library

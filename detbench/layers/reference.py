@@ -129,3 +129,20 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
                 continue
         kept.append(i)
     return torch.tensor(kept, dtype=torch.int64, device=boxes.device)
+
+
+def batched_nms_reference(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                          iou_threshold: float) -> torch.Tensor:
+    """:func:`nms_reference` on each category (``idxs [N]``) alone; int64 indices of the kept boxes.
+
+    Boxes of different categories never suppress each other. The kept boxes of all
+    categories are merged by decreasing score; equal scores, also across categories,
+    keep their input order.
+    """
+    kept = []
+    for category in torch.unique(idxs).tolist():
+        members = torch.nonzero(idxs == category)[:, 0]
+        kept.append(members[nms_reference(boxes[members], scores[members], iou_threshold)])
+    # Input order first, so that the stable sort by score leaves ties in input order.
+    merged = torch.sort(torch.cat(kept)).values if kept else torch.zeros(0, dtype=torch.int64)
+    return merged[torch.sort(scores[merged], descending=True, stable=True).indices].to(boxes.device)

@@ -1,4 +1,4 @@
-"""nms and batched_nms: hand-derived cases, reference, torchvision, registrations, errors."""
+"""nms and batched_nms: hand-derived cases, reference, torchvision, registrations, errors, CUDA vs CPU."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import torchvision
 from torch.testing import assert_close
 
 from detbench.layers.nms import batched_nms, nms
-from detbench.layers.reference import nms_reference
+from detbench.layers.reference import batched_nms_reference, nms_reference
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -65,28 +65,6 @@ def test_matches_torchvision():
     scores = torch.rand(2000, generator=g)
     for threshold in (0.2, 0.5, 0.7):
         assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
-
-
-def test_batched_nms_matches_torchvision_and_per_category_nms():
-    g = torch.Generator().manual_seed(2)
-    boxes = clustered_boxes(g, 300, clusters=5)
-    scores = torch.rand(300, generator=g)
-    idxs = torch.randint(0, 6, (300,), generator=g)
-    got = batched_nms(boxes, scores, idxs, 0.5)
-    assert torch.equal(got, torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
-    # Per category with the reference, merged back in decreasing score order.
-    per_category = torch.cat([torch.nonzero(idxs == c)[:, 0][nms_reference(boxes[idxs == c], scores[idxs == c], 0.5)]
-                              for c in range(6)])
-    expected = per_category[torch.sort(scores[per_category], descending=True, stable=True).indices]
-    assert torch.equal(got, expected)
-    assert got.numel() > nms(boxes, scores, 0.5).numel()  # categories do not suppress each other
-
-
-def test_batched_nms_separates_categories_with_negative_coordinates():
-    boxes = torch.tensor([[-50.0, -50.0, -10.0, -10.0], [-50.0, -50.0, -10.0, -10.0], [0.0, 0.0, 1.0, 1.0]])
-    scores = torch.tensor([0.9, 0.8, 0.7])
-    assert batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5).tolist() == [0, 1, 2]
-    assert batched_nms(boxes, scores, torch.tensor([0, 0, 0]), 0.5).tolist() == [0, 2]
 
 
 def test_empty_inputs():
@@ -175,12 +153,171 @@ def test_cuda_matches_cpu(dtype, n):
     assert torch.equal(got.cpu(), expected)
 
 
+# ---- batched_nms --------------------------------------------------------------------------------------------
+
+
+def categorised_boxes(g: torch.Generator, case: str, n: int = 200, dtype=torch.float32):
+    """Boxes, scores and int64 categories for one named situation (see test_batched_nms_matches_reference)."""
+    boxes = clustered_boxes(g, n, dtype, clusters=5)
+    scores = torch.rand(n, generator=g, dtype=dtype)
+    idxs = torch.randint(0, 6, (n,), generator=g)
+    if case == "many-categories":
+        idxs = torch.randint(0, 40, (n,), generator=g)
+    elif case == "negative-coordinates":
+        boxes = boxes - 150  # torchvision's offset trick (max coordinate + 1) assumes coordinates >= 0
+    elif case == "single-category":
+        idxs = torch.full((n,), 7)
+    elif case == "singletons":
+        idxs[:25] = torch.arange(25) * 3 - 40  # 25 categories with one box, some ids negative
+    elif case == "equal-scores":
+        scores = torch.randint(0, 4, (n,), generator=g).to(dtype) / 4  # ties within and across categories
+    return boxes, scores, idxs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["many-categories", "negative-coordinates", "single-category", "singletons",
+                                  "equal-scores"])
+def test_batched_nms_matches_reference(case, dtype):
+    g = torch.Generator().manual_seed(10)
+    boxes, scores, idxs = categorised_boxes(g, case, dtype=dtype)
+    expected = batched_nms_reference(boxes, scores, idxs, 0.5)
+    assert 0 < expected.numel() < len(boxes)
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), expected)
+    strided = torch.stack([idxs, idxs], dim=1)[:, 1]  # non-contiguous categories
+    assert torch.equal(torch.ops.detbench.batched_nms(boxes, scores, strided, 0.5), expected)
+
+
+def test_batched_nms_hand_derived_order():
+    # Boxes 0 and 1 overlap with IoU 3/4; box 2 duplicates box 0 in another category.
+    boxes = torch.tensor([[0.0, 0, 4, 1], [1.0, 0, 4, 1], [0.0, 0, 4, 1], [10.0, 10, 11, 11]])
+    idxs = torch.tensor([5, 5, -1, 2])
+    scores = torch.tensor([0.5, 0.9, 0.5, 0.5])
+    # Box 1 leads category 5; the three ties at 0.5 come in input order.
+    assert batched_nms(boxes, scores, idxs, 0.7).tolist() == [1, 2, 3]
+    assert batched_nms(boxes, scores, idxs, 0.75).tolist() == [1, 0, 2, 3]
+    # A NaN score is visited first, as Tensor.sort(descending=True) and nms order it.
+    scores[0] = float("nan")
+    assert batched_nms(boxes, scores, idxs, 0.7).tolist() == [0, 2, 3]
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.7), batched_nms_reference(boxes, scores, idxs, 0.7))
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.7])
+def test_batched_nms_matches_torchvision(threshold):
+    # 3000 boxes: torchvision runs one nms per category on CPU (no offset rounding), and
+    # detbench uses its parallel path. Continuous scores: torchvision's final sort is not stable.
+    g = torch.Generator().manual_seed(11)
+    boxes = clustered_boxes(g, 3000, clusters=30) - 60  # partly negative
+    scores = torch.rand(3000, generator=g)
+    idxs = torch.randint(0, 40, (3000,), generator=g)
+    idxs[:5] = torch.arange(100, 105)  # categories with a single box
+    got = batched_nms(boxes, scores, idxs, threshold)
+    assert torch.equal(got, torchvision.ops.batched_nms(boxes, scores, idxs, threshold))
+    assert got.numel() > nms(boxes, scores, threshold).numel()  # categories do not suppress each other
+
+
+def test_batched_nms_same_result_on_one_thread():
+    g = torch.Generator().manual_seed(12)
+    boxes = clustered_boxes(g, 4000, clusters=40)
+    scores, idxs = torch.rand(4000, generator=g), torch.randint(0, 7, (4000,), generator=g)
+    expected = batched_nms(boxes, scores, idxs, 0.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), expected)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_batched_nms_separates_categories_with_negative_coordinates():
+    boxes = torch.tensor([[-50.0, -50.0, -10.0, -10.0], [-50.0, -50.0, -10.0, -10.0], [0.0, 0.0, 1.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert batched_nms(boxes, scores, torch.tensor([0, 1, 0]), 0.5).tolist() == [0, 1, 2]
+    assert batched_nms(boxes, scores, torch.tensor([0, 0, 0]), 0.5).tolist() == [0, 2]
+
+
+def test_batched_nms_widens_narrow_integer_categories():
+    g = torch.Generator().manual_seed(13)
+    boxes, scores, idxs = categorised_boxes(g, "many-categories")
+    assert torch.equal(batched_nms(boxes, scores, idxs.int(), 0.5), batched_nms(boxes, scores, idxs, 0.5))
+
+
+def test_batched_nms_op_empty_input():
+    keep = torch.ops.detbench.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert keep.dtype == torch.int64 and keep.shape == (0,)
+
+
+def test_batched_nms_opcheck():
+    g = torch.Generator().manual_seed(14)
+    boxes, scores, idxs = categorised_boxes(g, "singletons", n=40)
+    torch.library.opcheck(torch.ops.detbench.batched_nms.default, (boxes, scores, idxs, 0.5))
+
+
+def test_batched_nms_torch_compile_matches_eager():
+    g = torch.Generator().manual_seed(15)
+    boxes, scores, idxs = categorised_boxes(g, "many-categories", n=60)
+
+    def kept_score_sum(b, s, i):
+        keep = batched_nms(b, s, i, 0.5)
+        return s[keep].sum(), keep
+
+    compiled = torch.compile(kept_score_sum, backend="aot_eager", fullgraph=True)
+    expected, expected_keep = kept_score_sum(boxes, scores, idxs)
+    got, got_keep = compiled(boxes, scores, idxs)
+    assert torch.equal(got_keep, expected_keep)
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize("case", ["idxs-float", "idxs-int32", "idxs-length", "idxs-2d", "boxes-n3", "dtype-mix"])
+def test_batched_nms_malformed_arguments_raise(case):
+    boxes, scores, idxs = torch.rand(5, 4), torch.rand(5), torch.zeros(5, dtype=torch.int64)
+    boxes[:, 2:] += boxes[:, :2]
+    if case == "idxs-float":
+        idxs = idxs.float()
+    elif case == "idxs-int32":
+        idxs = idxs.int()  # the op takes int64 only; the Python wrapper widens
+    elif case == "idxs-length":
+        idxs = idxs[:4]
+    elif case == "idxs-2d":
+        idxs = idxs[:, None]
+    elif case == "boxes-n3":
+        boxes = boxes[:, :3]
+    elif case == "dtype-mix":
+        scores = scores.double()
+    with pytest.raises(RuntimeError, match="batched_nms|nms"):
+        torch.ops.detbench.batched_nms(boxes, scores, idxs, 0.5)
+
+
+def test_batched_nms_rejects_mismatched_idxs():
+    with pytest.raises(ValueError, match="idxs"):
+        batched_nms(torch.rand(4, 4), torch.rand(4), torch.zeros(3, dtype=torch.int64), 0.5)
+    with pytest.raises(RuntimeError, match="int64"):
+        batched_nms(torch.rand(4, 4), torch.rand(4), torch.zeros(4), 0.5)  # float categories
+
+
 @CUDA
-def test_cuda_batched_nms_and_empty():
-    g = torch.Generator().manual_seed(5)
-    boxes = clustered_boxes(g, 500)
-    scores = torch.rand(500, generator=g)
-    idxs = torch.randint(0, 4, (500,), generator=g)
-    expected = batched_nms(boxes, scores, idxs, 0.6)
-    assert torch.equal(batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.6).cpu(), expected)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("n", [1, 64, 65, 3000])
+def test_cuda_batched_nms_matches_cpu(dtype, n):
+    g = torch.Generator().manual_seed(n)
+    boxes = clustered_boxes(g, n, torch.float64, clusters=max(n // 50, 1))
+    # Coordinates on a 1/8 grid, small enough that the CUDA kernel's category offsets are
+    # exact in float32: both devices then compute the same IoUs.
+    boxes = (boxes * 8).round() / 8
+    scores = torch.rand(n, generator=g, dtype=torch.float64)
+    idxs = torch.randint(-3, 20, (n,), generator=g)
+    cpu_dtype = torch.float32 if dtype == torch.float16 else dtype  # no float16 kernel on CPU
+    expected = batched_nms(boxes.to(dtype).to(cpu_dtype), scores.to(dtype).to(cpu_dtype), idxs, 0.5)
+    got = batched_nms(boxes.to(dtype).cuda(), scores.to(dtype).cuda(), idxs.cuda(), 0.5)
+    assert got.is_cuda and got.dtype == torch.int64
+    assert torch.equal(got.cpu(), expected)
+
+
+@CUDA
+def test_cuda_batched_nms_empty_and_device_mix():
+    empty = torch.ops.detbench.batched_nms(torch.zeros(0, 4, device="cuda"), torch.zeros(0, device="cuda"),
+                                           torch.zeros(0, dtype=torch.int64, device="cuda"), 0.5)
+    assert empty.is_cuda and empty.shape == (0,)
     assert nms(torch.zeros(0, 4, device="cuda"), torch.zeros(0, device="cuda"), 0.5).shape == (0,)
+    with pytest.raises(RuntimeError, match="idxs"):
+        torch.ops.detbench.batched_nms(torch.rand(3, 4, device="cuda"), torch.rand(3, device="cuda"),
+                                       torch.zeros(3, dtype=torch.int64), 0.5)
