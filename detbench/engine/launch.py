@@ -1,0 +1,108 @@
+"""What tools/train_net.py and tools/test_net.py share: process setup, the test run.
+
+Distributed runs are started by ``torchrun`` (never by detbench itself): when it sets
+WORLD_SIZE > 1, the process group is initialised with NCCL on GPUs and gloo on CPUs,
+with a timeout so that a dead rank makes the others fail instead of hanging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from yacs.config import CfgNode
+
+from detbench.config import load_config
+from detbench.utils import comm
+from detbench.utils.collect_env import collect_env
+from detbench.utils.logger import setup_logger
+from detbench.utils.miscellaneous import mkdir, save_config, set_seed
+
+# Collective operations that take longer than this fail (a rank died or is stuck).
+DISTRIBUTED_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="YAML config file")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides as KEY VALUE pairs, e.g. MODEL.DEVICE cpu")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, accepting on/off flags (``--skip-test``) anywhere, also after the KEY VALUE pairs.
+
+    The overrides are taken verbatim (values such as ``-1`` are not options), so flags
+    that follow them would otherwise be read as config keys.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = {opt for action in parser._actions if action.nargs == 0 for opt in action.option_strings}
+    front = [a for a in argv if a in flags]
+    return parser.parse_args(front + [a for a in argv if a not in flags])
+
+
+def init_distributed(device: str) -> bool:
+    """Join the process group torchrun describes; True when there is more than one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return False
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    on_gpu = device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=DISTRIBUTED_TIMEOUT)
+    return True
+
+
+def setup(args: argparse.Namespace, tool: str) -> tuple[CfgNode, bool, logging.Logger]:
+    """Load and freeze the config, join the process group, log, save the config, seed."""
+    cfg = load_config(args.config_file or None, args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no GPU is visible; add MODEL.DEVICE cpu")
+    distributed = init_distributed(cfg.MODEL.DEVICE)
+    output_dir = cfg.OUTPUT_DIR
+    if output_dir and comm.is_main_process():
+        mkdir(output_dir)
+    logger = setup_logger("detbench", output_dir, comm.get_rank())
+    logger.info("%s: %d process(es); arguments: %s", tool, comm.get_world_size(), args)
+    logger.info("Environment:\n%s", collect_env())
+    logger.info("Config:\n%s", cfg.dump())
+    if output_dir and comm.is_main_process():
+        save_config(cfg, Path(output_dir) / "config.yaml")
+    seed = set_seed(cfg.SEED, comm.get_rank())
+    logger.info("Seed %d (rank offset included)", seed)
+    return cfg, distributed, logger
+
+
+def iou_types(cfg: CfgNode) -> tuple[str, ...]:
+    """The COCO evaluations the model's outputs allow."""
+    types = ("bbox",)
+    if cfg.MODEL.MASK_ON:
+        types += ("segm",)
+    if cfg.MODEL.KEYPOINT_ON:
+        types += ("keypoints",)
+    return types
+
+
+def run_test(cfg: CfgNode, model: torch.nn.Module, distributed: bool) -> dict:
+    """Evaluate on every DATASETS.TEST entry; results by dataset name (filled on rank 0)."""
+    from detbench.data import dataset_names, make_data_loader
+    from detbench.engine.inference import inference
+
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    results = {}
+    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    for name, loader in zip(dataset_names(cfg, is_train=False), loaders):
+        folder = Path(cfg.OUTPUT_DIR) / "inference" / name if cfg.OUTPUT_DIR else None
+        if folder is not None and comm.is_main_process():
+            mkdir(folder)
+        results[name] = inference(model, loader, name, iou_types(cfg), cfg.MODEL.DEVICE, folder)
+        comm.synchronize()
+    return results

@@ -1,0 +1,135 @@
+"""The iteration-based training loop."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import resource
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from detbench.utils import comm
+from detbench.utils.metric_logger import MetricLogger
+
+logger = logging.getLogger("detbench.trainer")
+
+
+def _memory_mb(device: torch.device) -> float:
+    """Peak memory: CUDA allocator peak on a GPU, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def check_losses_finite(loss_dict: dict[str, torch.Tensor], iteration: int) -> None:
+    """Raise FloatingPointError naming the first non-finite loss term and the iteration."""
+    for name, value in loss_dict.items():
+        if not torch.isfinite(value).all():
+            raise FloatingPointError(
+                f"loss {name} = {value.item()} at iteration {iteration}: training stopped; "
+                f"the last checkpoint in OUTPUT_DIR is intact (lower SOLVER.BASE_LR or check the data)"
+            )
+
+
+class MetricsFile:
+    """Appends one JSON object per line to ``OUTPUT_DIR/metrics.jsonl`` (main process only)."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / "metrics.jsonl" if output_dir else None
+
+    def write(self, record: dict) -> None:
+        if self.path is None or not comm.is_main_process():
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def do_train(
+    model: nn.Module,
+    data_loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    checkpointer,
+    device: torch.device,
+    checkpoint_period: int,
+    arguments: dict,
+    log_period: int = 20,
+    output_dir: str = "",
+    test_period: int = 0,
+    test_fn: Callable[[nn.Module], dict] | None = None,
+    amp: bool = False,
+) -> None:
+    """Train from ``arguments["iteration"]`` for the ``len(data_loader)`` iterations that remain.
+
+    Each batch is ``(ImageList, targets, indices)``. Losses are summed, checked for
+    finiteness, back-propagated (with a GradScaler under ``amp``, CUDA only); the
+    scheduler steps every iteration. Metrics are logged every ``log_period`` and
+    appended to ``metrics.jsonl``; checkpoints are saved every ``checkpoint_period``
+    and as ``model_final`` at the end; ``test_fn`` runs every ``test_period``.
+    """
+    meters = MetricLogger(delimiter="  ")
+    metrics_file = MetricsFile(output_dir)
+    start_iter = arguments["iteration"]
+    max_iter = start_iter + len(data_loader)  # the loader yields the remaining iterations only
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    if amp and "grad_scaler" in arguments:  # resumed mixed-precision run
+        scaler.load_state_dict(arguments["grad_scaler"])
+    autocast = torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext()
+    model.train()
+    logger.info("Start training at iteration %d of %d", start_iter, max_iter)
+    start = end = time.perf_counter()
+    for iteration, (images, targets, _) in enumerate(data_loader, start_iter + 1):
+        data_time = time.perf_counter() - end
+        arguments["iteration"] = iteration
+        images = images.to(device)
+        targets = [t.to(device) for t in targets]
+        with autocast:
+            loss_dict = model(images, targets)
+        losses = sum(loss_dict.values())
+        # Checked after the all-reduce, so a non-finite loss on any rank stops every rank together.
+        reduced = comm.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        check_losses_finite(reduced, iteration)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+        batch_time = time.perf_counter() - end
+        end = time.perf_counter()
+        meters.update(loss=sum(reduced.values()), **reduced, time=batch_time, data=data_time)
+        if iteration % log_period == 0 or iteration == max_iter:
+            _log(meters, optimizer, device, iteration, max_iter, metrics_file)
+        if amp:
+            arguments["grad_scaler"] = scaler.state_dict()
+        if iteration % checkpoint_period == 0:  # every rank calls save (it gathers RNG states)
+            checkpointer.save(f"model_{iteration:07d}", **arguments)
+        if test_fn is not None and test_period > 0 and iteration % test_period == 0 and iteration != max_iter:
+            metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
+            model.train()
+        if iteration == max_iter:
+            checkpointer.save("model_final", **arguments)
+    total = time.perf_counter() - start
+    done = max(max_iter - start_iter, 1)
+    logger.info("Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total)), total / done)
+
+
+def _log(meters: MetricLogger, optimizer, device: torch.device, iteration: int, max_iter: int,
+         metrics_file: MetricsFile) -> None:
+    seconds_per_iter = meters.time.global_avg
+    eta = datetime.timedelta(seconds=int(seconds_per_iter * (max_iter - iteration)))
+    lr = optimizer.param_groups[0]["lr"]
+    memory = _memory_mb(device)
+    logger.info("eta: %s  iter: %d  %s  lr: %.6f  max mem: %.0f MB", eta, iteration, meters, lr, memory)
+    record = {name: meter.median for name, meter in meters.meters.items()}
+    record.update(iteration=iteration, lr=lr, memory_mb=memory)
+    if not all(math.isfinite(v) for v in record.values()):
+        record = {k: (v if math.isfinite(v) else None) for k, v in record.items()}
+    metrics_file.write(record)

@@ -1,0 +1,58 @@
+"""Train a detector, then evaluate it on DATASETS.TEST.
+
+    python tools/train_net.py --config-file configs/e2e_mask_rcnn_R_50_FPN.yaml [KEY VALUE ...]
+    torchrun --nproc_per_node=8 tools/train_net.py --config-file ... [KEY VALUE ...]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from detbench.engine.launch import argument_parser, parse_args, run_test, setup
+from detbench.engine.trainer import do_train
+from detbench.modeling.detector import build_detection_model
+from detbench.solver import make_lr_scheduler, make_optimizer
+from detbench.utils import comm
+from detbench.utils.checkpoint import Checkpointer
+
+
+def train(cfg, distributed: bool, logger) -> torch.nn.Module:
+    from detbench.data import make_data_loader
+
+    device = torch.device(cfg.MODEL.DEVICE)
+    model = build_detection_model(cfg).to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_lr_scheduler(cfg, optimizer)
+    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger)
+    arguments = {"iteration": 0}
+    arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    if distributed:
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
+                                   start_iter=arguments["iteration"])
+    amp = cfg.DTYPE == "float16"
+    if amp and device.type != "cuda":
+        raise ValueError("DTYPE float16 (mixed precision) needs MODEL.DEVICE cuda")
+    test_fn = (lambda m: run_test(cfg, m, distributed)) if cfg.SOLVER.TEST_PERIOD > 0 else None
+    do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
+             arguments, log_period=cfg.SOLVER.LOG_PERIOD, output_dir=cfg.OUTPUT_DIR,
+             test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, amp=amp)
+    return model
+
+
+def main() -> None:
+    parser = argument_parser("Train a detbench detector")
+    parser.add_argument("--skip-test", action="store_true", help="do not evaluate after training")
+    args = parse_args(parser)
+    cfg, distributed, logger = setup(args, "train_net")
+    model = train(cfg, distributed, logger)
+    if not args.skip_test:
+        run_test(cfg, model, distributed)
+    if distributed:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
