@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,10 @@ def _native_cpu_convolutions():
     """oneDNN spends ~8 s creating primitives on the first call of each new model here
     (measured with R-152-FPN at 64x96: 8 s vs 0.13 s forward); the native kernels compute
     the same convolutions without that start-up cost."""
-    with torch.backends.mkldnn.flags(enabled=False):
-        yield
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # says nothing here
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
