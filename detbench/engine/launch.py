@@ -71,7 +71,8 @@ def setup(args: argparse.Namespace, tool: str) -> tuple[CfgNode, bool, logging.L
         mkdir(output_dir)
     logger = setup_logger("detbench", output_dir, comm.get_rank())
     logger.info("%s: %d process(es); arguments: %s", tool, comm.get_world_size(), args)
-    logger.info("Environment:\n%s", collect_env())
+    if comm.is_main_process():  # collect_env runs compilers; once is enough
+        logger.info("Environment:\n%s", collect_env())
     logger.info("Config:\n%s", cfg.dump())
     if output_dir and comm.is_main_process():
         save_config(cfg, Path(output_dir) / "config.yaml")
