@@ -6,6 +6,10 @@ dict, without DDP's ``module.`` prefix), ``"optimizer"``, ``"scheduler"``,
 ``"iteration"``). The text file ``<save_dir>/last_checkpoint`` holds the name of
 the newest complete checkpoint. Files are only read with
 ``torch.load(weights_only=True)``, which refuses pickled objects that could run code.
+
+Weights may also come from torchvision: a state-dict file of one of its ResNets or
+``*_resnet50_fpn`` detectors is recognised by its keys and renamed on load, and
+``torchvision://NAME`` downloads the published file first (see ``torchvision_weights``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ import torch
 from torch import nn
 
 from . import comm
+from . import torchvision_weights as tv
 
 POINTER = "last_checkpoint"
 _RESERVED = ("model", "optimizer", "scheduler", "rng_states")
+# Layers whose shape follows the number of classes (or keypoints): the only ones a fine-tuning
+# run on another label set should have to re-initialise.
+CLASS_DEPENDENT_PREFIXES = (
+    "roi_heads.box.predictor.cls_score.",
+    "roi_heads.box.predictor.bbox_pred.",
+    "roi_heads.mask.predictor.mask_fcn_logits.",
+    "roi_heads.keypoint.predictor.kps_score_lowres.",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -155,18 +168,27 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def read_weights(f: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint dict (with ``"model"``) from a detbench checkpoint or a plain state-dict file."""
-    name = str(f)
-    if "://" in name:
-        raise CheckpointError(f"{name}: '{name.split('://')[0]}://' weight names are not supported yet; "
-                              "give the path of a local .pth file")
+def _from_torchvision(state_dict: dict[str, Any], source: str, logger: logging.Logger) -> dict[str, Any]:
+    """``state_dict`` renamed to detbench's keys when it is torchvision's, else unchanged."""
+    if tv.detect_kind(state_dict) is None:
+        return state_dict
+    converted, unknown = tv.convert(state_dict)
+    logger.info("%s holds torchvision %s weights: %d tensors renamed to detbench's names",
+                source, tv.describe(state_dict), len(converted))
+    if unknown:
+        logger.warning("%d torchvision entries have no detbench counterpart and are dropped: %s",
+                       len(unknown), ", ".join(unknown))
+    return converted
+
+
+def _load_file(name: str) -> Any:
+    """``torch.load(name, weights_only=True)`` with errors that say what the file is not."""
     if not Path(name).is_file():
         raise FileNotFoundError(f"weight file {name} does not exist")
     if name.endswith(".pkl"):
         raise CheckpointError(f"{name}: Detectron/Caffe2 .pkl weights are not supported; give a .pth file")
     try:
-        data = torch.load(name, map_location="cpu", weights_only=True)
+        return torch.load(name, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not zipfile.is_zipfile(name):  # torch.save writes zip archives since PyTorch 1.6
             raise CheckpointError(f"{name} is not a file written by torch.save (not a zip archive)") from e
@@ -177,10 +199,31 @@ def read_weights(f: str | os.PathLike) -> dict[str, Any]:
             f"Loader message: {str(e).splitlines()[0]}") from e
     except Exception as e:  # torch raises many types for files that are not its format
         raise CheckpointError(f"{name} is not a file written by torch.save ({type(e).__name__}: {e})") from e
+
+
+def read_weights(f: str | os.PathLike, logger: logging.Logger | None = None) -> dict[str, Any]:
+    """A checkpoint dict (with ``"model"``) from a detbench checkpoint, a plain state-dict file,
+    a torchvision state-dict file or a ``torchvision://NAME`` (both converted to detbench's keys)."""
+    logger = logger or logging.getLogger(__name__)
+    name = str(f)
+    if name.startswith(tv.SCHEME):
+        try:
+            state_dict = tv.load_by_name(name)
+        except tv.TorchvisionWeightsError as e:
+            raise CheckpointError(str(e)) from e
+        if tv.detect_kind(state_dict) is None:
+            raise CheckpointError(f"{name}: the downloaded file is not a torchvision ResNet or detector")
+        return {"model": _from_torchvision(state_dict, name, logger)}
+    if "://" in name:
+        raise CheckpointError(f"{name}: '{name.split('://')[0]}://' weight names are not supported; give "
+                              f"the path of a local .pth file or a {tv.SCHEME} name ({', '.join(tv.known_names())})")
+    data = _load_file(name)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        return data
+        # torchvision's reference scripts save {"model": ..., "optimizer": ..., "epoch": ...}.
+        return {**data, "model": _from_torchvision(data["model"], name, logger)}
     if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        return {"model": data}  # a bare state dict, e.g. torch.save(model.state_dict(), f)
+        # A bare state dict, e.g. torch.save(model.state_dict(), f) of detbench or torchvision.
+        return {"model": _from_torchvision(data, name, logger)}
     keys = list(data)[:8] if isinstance(data, dict) else type(data).__name__
     raise CheckpointError(f"{name}: unknown weight format (expected a state dict of tensors or a "
                           f"detbench checkpoint with a 'model' entry; found {keys})")
@@ -267,12 +310,31 @@ class Checkpointer:
             return {}
         resume = from_pointer if resume is None else resume
         self.logger.info("%s from %s", "Resuming" if resume else "Loading weights", f)
-        checkpoint = read_weights(f)
-        load_state_dict_flexible(self.model, checkpoint.pop("model"), self.logger)
+        checkpoint = read_weights(f, self.logger)
+        own = unwrap(self.model).state_dict()
+        weights, remapped = tv.coco91_to_contiguous(strip_prefix(checkpoint.pop("model")), own)
+        if remapped:
+            self.logger.info("Mapped the 91 COCO-id classes of %s to the 80 contiguous COCO "
+                             "classes + background", ", ".join(remapped))
+        report = load_state_dict_flexible(self.model, weights, self.logger)
+        self._log_reinitialised(report)
         if not resume:
             return {}
         self._restore_training_state(checkpoint)
         return {k: v for k, v in checkpoint.items() if k not in _RESERVED}
+
+    def _log_reinitialised(self, report: LoadReport) -> None:
+        """Say whether the layers skipped for their shape are only the class-dependent ones."""
+        if not report.skipped:
+            return
+        other = [k for k in report.skipped if not k.startswith(CLASS_DEPENDENT_PREFIXES)]
+        if other:
+            self.logger.warning("Re-initialised because their shapes differ, beyond the class-dependent "
+                                "layers: %s", ", ".join(other))
+        else:
+            self.logger.info("Fine-tuning on another number of classes: only the class-dependent layers "
+                             "were re-initialised (%s); backbone, RPN and the other head layers were loaded",
+                             ", ".join(report.skipped))
 
     def _restore_training_state(self, checkpoint: dict[str, Any]) -> None:
         for part, target in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):

@@ -196,8 +196,7 @@ def test_no_checkpoint_and_no_weight_keeps_initialisation(tmp_path):
     _assert_state_equal(model.state_dict(), before)
 
 
-@pytest.mark.parametrize("name", ["catalog://ImageNetPretrained/MSRA/R-50", "torchvision://resnet50",
-                                  "https://example.com/model.pth"])
+@pytest.mark.parametrize("name", ["catalog://ImageNetPretrained/MSRA/R-50", "https://example.com/model.pth"])
 def test_weight_names_that_are_not_files(name):
     with pytest.raises(CheckpointError, match="not supported"):
         Checkpointer(Tiny()).load(name)

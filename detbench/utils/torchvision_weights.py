@@ -1,0 +1,229 @@
+"""torchvision weights in detbench: recognise a torchvision state dict, rename its keys, fetch by name.
+
+Two kinds of torchvision files are understood:
+
+* ImageNet classifiers ``resnet50/101/152`` and ``resnext50_32x4d / resnext101_32x8d``
+  (keys ``conv1.weight``, ``layer1.0.conv1.weight``, ..., ``fc.weight``): the body goes
+  to ``backbone.body.*``, the classifier ``fc`` is dropped.
+* COCO detectors ``fasterrcnn / maskrcnn / keypointrcnn_resnet50_fpn`` (keys
+  ``backbone.body.*``, ``backbone.fpn.*``, ``rpn.head.*``, ``roi_heads.*``): every
+  tensor is renamed to its detbench module. Both key layouts torchvision has used are
+  accepted (before 0.13 ``rpn.head.conv.weight``, ``fpn.inner_blocks.0.weight``,
+  ``mask_head.mask_fcn1.weight``; since then ``conv.0.0``, ``inner_blocks.0.0``, ``mask_head.0.0``).
+
+``num_batches_tracked`` counters are dropped: detbench's frozen batch norm has none.
+``torchvision://NAME`` names are resolved through torchvision's weight enums (no URL
+is written here) and downloaded once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch
+from torchvision import models
+from torchvision.models import detection
+
+SCHEME = "torchvision://"
+
+# torchvision:// names -> the weight enum entry holding the published file's URL.
+_NAMES: dict[str, Callable[[], models.WeightsEnum]] = {
+    "resnet50": lambda: models.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": lambda: models.ResNet101_Weights.IMAGENET1K_V1,
+    "resnet152": lambda: models.ResNet152_Weights.IMAGENET1K_V1,
+    "resnext50_32x4d": lambda: models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1,
+    "resnext101_32x8d": lambda: models.ResNeXt101_32X8D_Weights.IMAGENET1K_V1,
+    "fasterrcnn_resnet50_fpn_coco": lambda: detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
+    "maskrcnn_resnet50_fpn_coco": lambda: detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
+    "keypointrcnn_resnet50_fpn_coco": lambda: detection.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
+}
+
+class TorchvisionWeightsError(RuntimeError):
+    """A torchvision:// name or torchvision file that cannot be used; the message says why."""
+
+
+# ----------------------------------------------------------------------------- key renaming
+def _plus_one(match: re.Match) -> str:
+    """torchvision counts FPN levels and head layers from 0, detbench's module names from 1."""
+    return str(int(match.group(1)) + 1)
+
+
+def _keypoint_conv(match: re.Match) -> str:
+    """torchvision's keypoint head is a Sequential (conv, relu) * 8: conv k sits at index 2 (k - 1)."""
+    return str(int(match.group(1)) // 2 + 1)
+
+
+# (pattern, replacement) applied to the key with the "backbone.body." prefix already unified;
+# the first pattern that matches wins. A replacement is a template or a function of the match.
+_DETECTION_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
+    (re.compile(r"backbone\.body\.(conv1|bn1)\.(.+)"), lambda m: f"backbone.body.stem.{m[1]}.{m[2]}"),
+    (re.compile(r"backbone\.body\.(layer[1-4]\..+)"), lambda m: f"backbone.body.{m[1]}"),
+    # FPN: inner_blocks.i[.0] is the 1x1 lateral conv of level i + 1, layer_blocks.i[.0] its 3x3 output conv.
+    (re.compile(r"backbone\.fpn\.inner_blocks\.(\d+)(?:\.0)?\.(weight|bias)"),
+     lambda m: f"backbone.fpn.fpn_inner{_plus_one(m)}.{m[2]}"),
+    (re.compile(r"backbone\.fpn\.layer_blocks\.(\d+)(?:\.0)?\.(weight|bias)"),
+     lambda m: f"backbone.fpn.fpn_layer{_plus_one(m)}.{m[2]}"),
+    # RPN: the shared 3x3 conv is Conv2dNormActivation inside a Sequential since torchvision 0.13.
+    (re.compile(r"rpn\.head\.conv(?:\.0\.0)?\.(weight|bias)"), lambda m: f"rpn.head.conv.{m[1]}"),
+    (re.compile(r"rpn\.head\.(cls_logits|bbox_pred)\.(weight|bias)"), lambda m: f"rpn.head.{m[1]}.{m[2]}"),
+    (re.compile(r"roi_heads\.box_head\.(fc6|fc7)\.(weight|bias)"),
+     lambda m: f"roi_heads.box.feature_extractor.{m[1]}.{m[2]}"),
+    (re.compile(r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)"),
+     lambda m: f"roi_heads.box.predictor.{m[1]}.{m[2]}"),
+    # Mask head: 4 convs, "k.0" since 0.13 (k from 0), "mask_fcn{k}" before (k from 1).
+    (re.compile(r"roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)"),
+     lambda m: f"roi_heads.mask.feature_extractor.mask_fcn{_plus_one(m)}.{m[2]}"),
+    (re.compile(r"roi_heads\.mask_head\.(mask_fcn\d+)\.(weight|bias)"),
+     lambda m: f"roi_heads.mask.feature_extractor.{m[1]}.{m[2]}"),
+    (re.compile(r"roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.(weight|bias)"),
+     lambda m: f"roi_heads.mask.predictor.{m[1]}.{m[2]}"),
+    (re.compile(r"roi_heads\.keypoint_head\.(\d+)\.(weight|bias)"),
+     lambda m: f"roi_heads.keypoint.feature_extractor.conv_fcn{_keypoint_conv(m)}.{m[2]}"),
+    (re.compile(r"roi_heads\.keypoint_predictor\.kps_score_lowres\.(weight|bias)"),
+     lambda m: f"roi_heads.keypoint.predictor.kps_score_lowres.{m[1]}"),
+]
+
+
+def detect_kind(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Which torchvision model ``state_dict`` comes from, or None if it is not torchvision's.
+
+    Returns "resnet" (ImageNet ResNet / ResNeXt classifier), "fasterrcnn", "maskrcnn" or
+    "keypointrcnn" (``*_resnet50_fpn`` detectors). detbench's own keys (``backbone.body.stem.*``)
+    give None.
+    """
+    keys = state_dict.keys()
+    if {"conv1.weight", "layer1.0.conv1.weight", "fc.weight"} <= keys:
+        return "resnet"
+    if not {"backbone.body.conv1.weight", "rpn.head.cls_logits.weight",
+            "roi_heads.box_predictor.cls_score.weight"} <= keys:
+        return None
+    if "roi_heads.keypoint_predictor.kps_score_lowres.weight" in keys:
+        return "keypointrcnn"
+    if "roi_heads.mask_predictor.mask_fcn_logits.weight" in keys:
+        return "maskrcnn"
+    return "fasterrcnn"
+
+
+def resnet_depth(state_dict: dict[str, torch.Tensor]) -> int:
+    """50, 101 or 152 for an ImageNet ResNet state dict: 3 convs per bottleneck block, + conv1 and fc."""
+    blocks = {tuple(k.split(".")[:2]) for k in state_dict if k.startswith("layer")}  # ("layer3", "17")
+    return 3 * len(blocks) + 2
+
+
+def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A torchvision state dict with detbench's key names.
+
+    Returns (converted state dict, torchvision keys that no rule knows, which are dropped).
+    The classifier ``fc`` of ImageNet models and ``num_batches_tracked`` are dropped silently.
+    Raises TorchvisionWeightsError if the state dict is not one of torchvision's.
+    """
+    kind = detect_kind(state_dict)
+    if kind is None:
+        raise TorchvisionWeightsError("not a torchvision ResNet or *_resnet50_fpn detector state dict")
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked") or (kind == "resnet" and key.startswith("fc.")):
+            continue
+        # ImageNet keys are the detector's body keys without their "backbone.body." prefix.
+        full = "backbone.body." + key if kind == "resnet" else key
+        for pattern, rename in _DETECTION_RULES:
+            match = pattern.fullmatch(full)
+            if match:
+                out[rename(match)] = value
+                break
+        else:
+            unknown.append(key)
+    return out, unknown
+
+
+def describe(state_dict: dict[str, torch.Tensor]) -> str:
+    """A short human name for a torchvision state dict ("resnet101 (ImageNet)", "maskrcnn_resnet50_fpn")."""
+    kind = detect_kind(state_dict)
+    if kind == "resnet":
+        # The first grouped 3x3 conv is [width, width / groups, 3, 3]; ResNeXt names say groups x (width / groups).
+        out_c, in_per_group = state_dict["layer1.0.conv2.weight"].shape[:2]
+        groups = out_c // in_per_group
+        depth = resnet_depth(state_dict)
+        name = f"resnext{depth}_{groups}x{in_per_group}d" if groups > 1 else f"resnet{depth}"
+        return f"{name} (ImageNet)"
+    return f"{kind}_resnet50_fpn" if kind else "not torchvision"
+
+
+# ----------------------------------------------------------------------------- names and download
+def known_names() -> list[str]:
+    """The NAMEs ``torchvision://NAME`` accepts."""
+    return sorted(_NAMES)
+
+
+def url_of(name: str) -> str:
+    """The published file's URL for ``torchvision://NAME`` (or NAME alone), from torchvision's enums."""
+    short = name[len(SCHEME):] if name.startswith(SCHEME) else name
+    if short not in _NAMES:
+        raise TorchvisionWeightsError(f"{SCHEME}{short} is not known; known: {', '.join(known_names())}")
+    return _NAMES[short]().url
+
+
+def fetch(url: str, progress: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict at ``url``, downloaded once into the torch hub cache and loaded safely.
+
+    The SHA-256 prefix in the file name (torchvision's ``name-<hash>.pth`` convention) is
+    checked on download; loading uses ``weights_only=True``.
+    """
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=progress,
+                                                  check_hash=True, weights_only=True)
+    except RuntimeError as e:  # the hub reports a hash mismatch as a RuntimeError
+        raise TorchvisionWeightsError(f"{url}: {e}") from e
+    except OSError as e:  # no network, or a URL that does not exist
+        raise TorchvisionWeightsError(
+            f"could not download {url} ({type(e).__name__}: {e}); without network access, put the "
+            f"file into {torch.hub.get_dir()}/checkpoints/ yourself") from e
+
+
+def load_by_name(name: str, progress: bool = False) -> dict[str, torch.Tensor]:
+    """The torchvision state dict ``torchvision://NAME`` refers to (unconverted)."""
+    return fetch(url_of(name), progress)
+
+
+# torchvision's COCO detectors predict 91 classes indexed by COCO category id (ids 12, 26,
+# 29, 30, 45, 66, 68, 69, 71, 83 are unused); detbench's COCO datasets number the 80 used
+# categories 1..80 in increasing id order, 0 being the background.
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+    85, 86, 87, 88, 89, 90,
+)
+# Class-indexed tensors and how many rows each class owns (4 box deltas per class).
+_CLASS_ROWS = {
+    "roi_heads.box.predictor.cls_score.weight": 1,
+    "roi_heads.box.predictor.cls_score.bias": 1,
+    "roi_heads.box.predictor.bbox_pred.weight": 4,
+    "roi_heads.box.predictor.bbox_pred.bias": 4,
+    "roi_heads.mask.predictor.mask_fcn_logits.weight": 1,
+    "roi_heads.mask.predictor.mask_fcn_logits.bias": 1,
+}
+
+
+def coco91_to_contiguous(state_dict: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor]
+                         ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Select the 81 rows (background + 80 categories) of 91-class predictor tensors.
+
+    Applies to each class-indexed tensor that has 91 classes in ``state_dict`` and 81 in
+    ``model_state`` (a torchvision COCO detector loaded into a config with NUM_CLASSES 81),
+    so its labels follow the COCO datasets' contiguous ids. Returns (state dict, remapped keys).
+    """
+    index = torch.tensor((0, *COCO_CATEGORY_IDS))
+    out, remapped = dict(state_dict), []
+    for key, rows in _CLASS_ROWS.items():
+        if key not in state_dict or key not in model_state:
+            continue
+        have, want = state_dict[key].shape[0], model_state[key].shape[0]
+        if have != 91 * rows or want != 81 * rows:
+            continue
+        # Class c owns rows [c * rows, (c + 1) * rows).
+        rows_index = (index[:, None] * rows + torch.arange(rows)).reshape(-1)
+        out[key] = state_dict[key].index_select(0, rows_index)
+        remapped.append(key)
+    return out, remapped
