@@ -16,6 +16,7 @@ from detbench.utils import comm
 from . import catalog
 from .collate_batch import BatchCollator
 from .datasets import COCODataset, PennFudanDataset
+from .datasets.shapes import ensure_shapes
 from .samplers import DistributedSampler, GroupedBatchSampler, IterationBasedBatchSampler
 from .transforms import build_transforms
 
@@ -49,12 +50,16 @@ def build_dataset(cfg: CfgNode, name: str, is_train: bool, transforms: Any = Non
     """The dataset named ``name`` in the catalog (see :mod:`detbench.data.catalog`).
 
     Training sets drop images without usable annotations when
-    DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS; test sets keep every image.
+    DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS; test sets keep every image. The shapes
+    splits are generated into their cache folder first if they are not there yet.
     """
     spec = catalog.get(name, cfg.DATASETS.CUSTOM)
+    remove = bool(is_train and cfg.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS)
     if spec.factory == "COCODataset":
-        remove = bool(is_train and cfg.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS)
         return COCODataset(spec.args["ann_file"], spec.args["root"], remove, transforms)
+    if spec.factory == "Shapes":
+        images, ann_file = ensure_shapes(spec.args["root"], spec.args["split"])
+        return COCODataset(ann_file, images, remove, transforms)
     if spec.factory == "PennFudanDataset":
         return PennFudanDataset(spec.args["root"], spec.args["split"], cfg.DATASETS.PENN_FUDAN_NUM_TEST, transforms)
     raise ValueError(f"catalog entry {name!r} names an unknown dataset class {spec.factory!r}")

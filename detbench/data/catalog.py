@@ -6,6 +6,10 @@ Paths are relative to the catalog root, the environment variable ``DETBENCH_DATA
     <root>/coco/train2014, val2014, train2017, val2017           image folders
     <root>/coco/annotations/instances_*.json, person_keypoints_*.json
     <root>/PennFudanPed/PNGImages, PedMasks
+    <root>/shapes/<split>_<parameters>_<hash>/images, instances.json   generated on first use
+
+``shapes_train`` and ``shapes_val`` need no download: :mod:`detbench.data.datasets.shapes`
+generates them into the cache folder the first time they are built.
 
 Your own COCO-format data needs no code: add ``(name, image folder, annotation json)``
 triples to ``DATASETS.CUSTOM`` (relative paths are resolved against the root) and use the
@@ -44,6 +48,8 @@ def _coco_names() -> dict[str, tuple[str, str]]:
 COCO_DATASETS = _coco_names()
 PENN_FUDAN_DATASETS = {"penn_fudan_train": "train", "penn_fudan_test": "test"}
 PENN_FUDAN_FOLDER = "PennFudanPed"
+SHAPES_DATASETS = {"shapes_train": "train", "shapes_val": "val"}
+SHAPES_FOLDER = "shapes"
 
 
 class UnknownDatasetError(KeyError):
@@ -58,7 +64,7 @@ class DatasetSpec:
     """What the catalog knows of a name: the dataset class's name and its path arguments."""
 
     name: str
-    factory: str  # "COCODataset" or "PennFudanDataset"
+    factory: str  # "COCODataset", "PennFudanDataset" or "Shapes" (a COCODataset generated on first use)
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,7 +87,7 @@ def _custom_table(custom: Iterable[Sequence[str]]) -> dict[str, tuple[str, str]]
                 f"DATASETS.CUSTOM entries must be (name, image folder, annotation json) strings, got {entry!r}"
             )
         name, images, ann = entry
-        if name in COCO_DATASETS or name in PENN_FUDAN_DATASETS or name in table:
+        if name in COCO_DATASETS or name in PENN_FUDAN_DATASETS or name in SHAPES_DATASETS or name in table:
             raise ValueError(f"DATASETS.CUSTOM name {name!r} is already defined; choose another name")
         table[name] = (images, ann)
     return table
@@ -89,7 +95,7 @@ def _custom_table(custom: Iterable[Sequence[str]]) -> dict[str, tuple[str, str]]
 
 def known_names(custom: Iterable[Sequence[str]] = ()) -> list[str]:
     """Every name the catalog resolves, built-in and custom, sorted."""
-    return sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *_custom_table(custom)])
+    return sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *SHAPES_DATASETS, *_custom_table(custom)])
 
 
 def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None = None) -> DatasetSpec:
@@ -106,7 +112,10 @@ def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None
     if name in PENN_FUDAN_DATASETS:
         args = {"root": root / PENN_FUDAN_FOLDER, "split": PENN_FUDAN_DATASETS[name]}
         return DatasetSpec(name, "PennFudanDataset", args)
-    known = sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *custom])
+    if name in SHAPES_DATASETS:
+        # Only the cache root here: the split is generated when the dataset is built, not looked up.
+        return DatasetSpec(name, "Shapes", {"root": root / SHAPES_FOLDER, "split": SHAPES_DATASETS[name]})
+    known = sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *SHAPES_DATASETS, *custom])
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UnknownDatasetError(
