@@ -51,7 +51,8 @@ _C.MODEL.RESNETS.NUM_GROUPS = 1
 _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
 # Put a block's stride on its first 1x1 conv (True, original MSRA/Caffe2) or on the 3x3 (False, torchvision).
 _C.MODEL.RESNETS.STRIDE_IN_1X1 = True
-# Registered bottleneck: "BottleneckWithFixedBatchNorm" or "BottleneckWithGN".
+# Residual block: "BottleneckWithFixedBatchNorm" / "BottleneckWithGN" (R-50 and deeper) or
+# "BasicBlockWithFixedBatchNorm" / "BasicBlockWithGN" (R-18/34; need RES2_OUT_CHANNELS 64).
 _C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"
 # Registered stem (conv1 + pool1): "StemWithFixedBatchNorm" or "StemWithGN".
 _C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"

@@ -2,9 +2,10 @@
 
 Two kinds of torchvision files are understood:
 
-* ImageNet classifiers ``resnet50/101/152`` and ``resnext50_32x4d / resnext101_32x8d``
+* ImageNet classifiers ``resnet18/34/50/101/152`` and ``resnext50_32x4d / resnext101_32x8d``
   (keys ``conv1.weight``, ``layer1.0.conv1.weight``, ..., ``fc.weight``): the body goes
-  to ``backbone.body.*``, the classifier ``fc`` is dropped.
+  to ``backbone.body.*``, the classifier ``fc`` is dropped. ResNet-18/34 (basic blocks)
+  need MODEL.RESNETS.TRANS_FUNC "BasicBlockWithFixedBatchNorm" and RES2_OUT_CHANNELS 64.
 * COCO detectors ``fasterrcnn / maskrcnn / keypointrcnn_resnet50_fpn`` (keys
   ``backbone.body.*``, ``backbone.fpn.*``, ``rpn.head.*``, ``roi_heads.*``): every
   tensor is renamed to its detbench module. Both key layouts torchvision has used are
@@ -29,6 +30,8 @@ SCHEME = "torchvision://"
 
 # torchvision:// names -> the weight enum entry holding the published file's URL.
 _NAMES: dict[str, Callable[[], models.WeightsEnum]] = {
+    "resnet18": lambda: models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": lambda: models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": lambda: models.ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": lambda: models.ResNet101_Weights.IMAGENET1K_V1,
     "resnet152": lambda: models.ResNet152_Weights.IMAGENET1K_V1,
@@ -106,9 +109,13 @@ def detect_kind(state_dict: dict[str, torch.Tensor]) -> str | None:
 
 
 def resnet_depth(state_dict: dict[str, torch.Tensor]) -> int:
-    """50, 101 or 152 for an ImageNet ResNet state dict: 3 convs per bottleneck block, + conv1 and fc."""
+    """18, 34, 50, 101 or 152 for an ImageNet ResNet state dict: the convs of all blocks, + conv1 and fc.
+
+    A bottleneck block has 3 convs (``conv3`` exists), a basic block 2.
+    """
     blocks = {tuple(k.split(".")[:2]) for k in state_dict if k.startswith("layer")}  # ("layer3", "17")
-    return 3 * len(blocks) + 2
+    convs_per_block = 3 if "layer1.0.conv3.weight" in state_dict else 2
+    return convs_per_block * len(blocks) + 2
 
 
 def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -39,7 +39,12 @@ CASES = {
     },
     ROI_KEYPOINT_PREDICTOR: {"KeypointRCNNPredictor": ((512,), [])},
     STEMS: {name: ((), []) for name in ("StemWithFixedBatchNorm", "StemWithGN")},
-    BOTTLENECKS: {name: ((), []) for name in ("BottleneckWithFixedBatchNorm", "BottleneckWithGN")},
+    BOTTLENECKS: {
+        **{name: ((), []) for name in ("BottleneckWithFixedBatchNorm", "BottleneckWithGN")},
+        # Basic blocks (ResNet-18/34) have no bottleneck: res2 has WIDTH_PER_GROUP = 64 channels.
+        **{name: ((), ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64"])
+           for name in ("BasicBlockWithFixedBatchNorm", "BasicBlockWithGN")},
+    },
     META_ARCHITECTURES: {"GeneralizedRCNN": ((), ["MODEL.DEVICE", "cpu"])},
 }
 PARAMS = [(reg, name, *case) for reg, table in CASES.items() for name, case in table.items()]
@@ -53,6 +58,7 @@ def test_every_entry_has_a_case(registry):
 def test_backbones_are_covered_elsewhere():
     # tests/modeling/backbone/test_backbone.py builds and runs every BACKBONES entry.
     assert {"R-50-C4", "R-50-C5", "R-101-C4", "R-101-C5", "R-50-FPN", "R-101-FPN", "R-152-FPN"} <= set(BACKBONES)
+    assert {f"R-{depth}-{kind}" for depth in (18, 34) for kind in ("C4", "C5", "FPN")} <= set(BACKBONES)
 
 
 @pytest.mark.parametrize(

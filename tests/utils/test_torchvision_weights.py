@@ -72,19 +72,27 @@ def test_old_torchvision_key_layout_converts_the_same():
     assert unknown == [] and old_converted.keys() == new_converted.keys()
 
 
-@pytest.mark.parametrize("builder, config, name", [
-    (models.resnet50, "torchvision/fasterrcnn_resnet50_fpn.yaml", "resnet50"),
-    (models.resnet101, "e2e_faster_rcnn_R_101_FPN_1x.yaml", "resnet101"),
-    (models.resnet152, "e2e_mask_rcnn_R_152_FPN_1x.yaml", "resnet152"),
-    (models.resnext101_32x8d, "e2e_faster_rcnn_X_101_32x8d_FPN_1x.yaml", "resnext101_32x8d"),
+# ResNet-18/34 have no YAML of their own: the R-50 FPN one with basic blocks and 64 res2 channels.
+BASIC = ("MODEL.RESNETS.TRANS_FUNC", "BasicBlockWithFixedBatchNorm", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64")
+
+
+@pytest.mark.parametrize("builder, config, name, opts", [
+    (models.resnet18, "torchvision/fasterrcnn_resnet50_fpn.yaml", "resnet18",
+     ("MODEL.BACKBONE.CONV_BODY", "R-18-FPN", *BASIC)),
+    (models.resnet34, "torchvision/fasterrcnn_resnet50_fpn.yaml", "resnet34",
+     ("MODEL.BACKBONE.CONV_BODY", "R-34-FPN", *BASIC)),
+    (models.resnet50, "torchvision/fasterrcnn_resnet50_fpn.yaml", "resnet50", ()),
+    (models.resnet101, "e2e_faster_rcnn_R_101_FPN_1x.yaml", "resnet101", ()),
+    (models.resnet152, "e2e_mask_rcnn_R_152_FPN_1x.yaml", "resnet152", ()),
+    (models.resnext101_32x8d, "e2e_faster_rcnn_X_101_32x8d_FPN_1x.yaml", "resnext101_32x8d", ()),
 ])
-def test_imagenet_resnets_fill_the_body(builder, config, name):
+def test_imagenet_resnets_fill_the_body(builder, config, name, opts):
     theirs = _meta_state_dict(builder)
     assert tv.detect_kind(theirs) == "resnet"
     assert tv.describe(theirs) == f"{name} (ImageNet)"
     converted, unknown = tv.convert(theirs)
     assert unknown == [] and not any(k.startswith("fc.") or "num_batches" in k for k in converted)
-    body = {k: v for k, v in _detbench_keys(config).items() if k.startswith("backbone.body.")}
+    body = {k: v for k, v in _detbench_keys(config, *opts).items() if k.startswith("backbone.body.")}
     assert {k: v.shape for k, v in converted.items()} == body
 
 
@@ -112,8 +120,9 @@ def test_every_name_resolves_through_torchvision_enums():
         assert re.search(r"-[0-9a-f]{8,}\.pth$", url), "the hub checks this hash prefix"
     assert tv.url_of("torchvision://maskrcnn_resnet50_fpn_coco") == \
         detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1.url
+    assert tv.url_of("resnet18") == models.ResNet18_Weights.IMAGENET1K_V1.url
     with pytest.raises(CheckpointError, match="known: fasterrcnn_resnet50_fpn_coco"):
-        read_weights("torchvision://resnet18")
+        read_weights("torchvision://resnet26")
 
 
 @pytest.mark.parametrize("name", ["catalog://ImageNetPretrained/MSRA/R-50", "https://example.com/model.pth"])

@@ -65,8 +65,10 @@ def build_resnet_fpn_backbone(cfg) -> Backbone:
     return Backbone(body, fpn)
 
 
-# One entry per ResNet stage table: "R-50-C4", "R-50-C5", "R-50-FPN", ... "R-152-FPN".
+# One entry per ResNet stage table: "R-18-C4", "R-18-C5", "R-18-FPN", ... "R-152-FPN".
 # ResNeXt bodies use the same names with MODEL.RESNETS.NUM_GROUPS > 1 (X-101-32x8d: "R-101-FPN").
+# need MODEL.RESNETS.TRANS_FUNC "BasicBlockWithFixedBatchNorm" or "BasicBlockWithGN" and
+# RES2_OUT_CHANNELS 64 (C4: 256 channels, C5: 512; the FPN width stays BACKBONE_OUT_CHANNELS).
 for _name in STAGE_SPECS:
     BACKBONES.register(_name)(build_resnet_fpn_backbone if _name.endswith("-FPN") else build_resnet_backbone)
 

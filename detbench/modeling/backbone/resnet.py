@@ -6,6 +6,9 @@ torchvision's names inside each stage, so torchvision ResNet weights load by ren
 ``conv1``/``bn1`` to ``stem.conv1``/``stem.bn1``. Stage ``index`` 1..4 is ``layer1``..``layer4``
 (res2..res5 in the papers); the stem has stride 4 and every stage after the first halves
 the resolution, except a dilated res5.
+
+ResNet-18/34 use basic blocks (two 3x3 convs named ``conv1/bn1/conv2/bn2``, as torchvision's
+``BasicBlock``), chosen by MODEL.RESNETS.TRANS_FUNC; their stages output 64, 128, 256, 512 channels.
 """
 
 from __future__ import annotations
@@ -40,7 +43,16 @@ class StageSpec(NamedTuple):
     return_features: bool
 
 
-_BLOCKS_PER_STAGE = {"R-50": (3, 4, 6, 3), "R-101": (3, 4, 23, 3), "R-152": (3, 8, 36, 3)}
+# Blocks per stage of each depth. The table only counts blocks: the block type comes from
+# MODEL.RESNETS.TRANS_FUNC, so "R-18"/"R-34" are ResNet-18/34 only with a BasicBlock* entry
+# (with a bottleneck, "R-34" has R-50's layout).
+_BLOCKS_PER_STAGE = {
+    "R-18": (2, 2, 2, 2),
+    "R-34": (3, 4, 6, 3),
+    "R-50": (3, 4, 6, 3),
+    "R-101": (3, 4, 23, 3),
+    "R-152": (3, 8, 36, 3),
+}
 
 
 def _stage_specs(blocks: tuple[int, ...], last_index: int, every_stage: bool) -> tuple[StageSpec, ...]:
@@ -122,6 +134,59 @@ class Bottleneck(nn.Module):
         return F.relu_(out + identity)
 
 
+class BasicBlock(nn.Module):
+    """3x3 -> 3x3 residual block of ResNet-18/34: [N, in, H, W] -> [N, out, H/s, W/s].
+
+    The stride sits on the first 3x3 conv, as in torchvision, so ``stride_in_1x1`` has no
+    effect (there is no 1x1 conv). There is no bottleneck either: ``bottleneck_channels``
+    must equal ``out_channels`` and ``num_groups`` must be 1; both are accepted only so
+    that the block has the same signature as :class:`Bottleneck`. ``dilation`` dilates
+    both 3x3 convs. A projection shortcut is added when the channels or the size change.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        bottleneck_channels: int,
+        out_channels: int,
+        *,
+        num_groups: int = 1,
+        stride_in_1x1: bool = True,
+        stride: int = 1,
+        dilation: int = 1,
+        norm: NormFactory = FrozenBatchNorm2d,
+    ) -> None:
+        super().__init__()
+        if num_groups != 1 or bottleneck_channels != out_channels:
+            raise ValueError(
+                f"BasicBlock has no groups and no bottleneck: got num_groups={num_groups}, "
+                f"bottleneck_channels={bottleneck_channels}, out_channels={out_channels}"
+            )
+        self.downsample = None
+        if in_channels != out_channels or stride != 1:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels)
+            )
+        # padding = dilation keeps a 3x3 conv's output size at input size / stride.
+        self.conv1 = nn.Conv2d(
+            in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
+        self.bn1 = norm(out_channels)
+        self.conv2 = nn.Conv2d(
+            out_channels, out_channels, kernel_size=3, padding=dilation, dilation=dilation, bias=False
+        )
+        self.bn2 = norm(out_channels)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu_(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu_(out + identity)
+
+
 def frozen_bn_factory(cfg) -> NormFactory:
     """FrozenBatchNorm2d with eps from MODEL.RESNETS.FROZEN_BN_EPSILON."""
     return partial(FrozenBatchNorm2d, eps=cfg.MODEL.RESNETS.FROZEN_BN_EPSILON)
@@ -153,8 +218,40 @@ def bottleneck_with_gn(cfg) -> BlockFactory:
     return partial(Bottleneck, norm=group_norm_factory(cfg))
 
 
+def check_basic_block_widths(cfg) -> None:
+    """Raise ValueError unless the widths in MODEL.RESNETS suit basic blocks (ResNet-18/34).
+
+    A basic block's width is its output, so RES2_OUT_CHANNELS must equal NUM_GROUPS *
+    WIDTH_PER_GROUP with NUM_GROUPS 1: 64 with the default WIDTH_PER_GROUP. The widths are
+    checked, not derived, so that the config states the channels the model really has.
+    """
+    r = cfg.MODEL.RESNETS
+    if r.NUM_GROUPS != 1 or r.RES2_OUT_CHANNELS != r.WIDTH_PER_GROUP:
+        raise ValueError(
+            f"MODEL.RESNETS.TRANS_FUNC '{r.TRANS_FUNC}' has no bottleneck: it needs MODEL.RESNETS.NUM_GROUPS 1 "
+            f"and MODEL.RESNETS.RES2_OUT_CHANNELS equal to MODEL.RESNETS.WIDTH_PER_GROUP (64 for ResNet-18/34), "
+            f"got NUM_GROUPS {r.NUM_GROUPS}, RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}, "
+            f"WIDTH_PER_GROUP {r.WIDTH_PER_GROUP}"
+        )
+
+
+@BOTTLENECKS.register("BasicBlockWithFixedBatchNorm")
+def basic_block_with_frozen_bn(cfg) -> BlockFactory:
+    check_basic_block_widths(cfg)
+    return partial(BasicBlock, norm=frozen_bn_factory(cfg))
+
+
+@BOTTLENECKS.register("BasicBlockWithGN")
+def basic_block_with_gn(cfg) -> BlockFactory:
+    check_basic_block_widths(cfg)
+    return partial(BasicBlock, norm=group_norm_factory(cfg))
+
+
 def stage_channels(index: int, res2_out_channels: int, num_groups: int, width_per_group: int) -> tuple[int, int]:
-    """(bottleneck, output) channels of stage ``index``; both double at every stage after res2."""
+    """(bottleneck, output) channels of stage ``index``; both double at every stage after res2.
+
+    Basic blocks have no bottleneck: their builders require the two to be equal.
+    """
     factor = 2 ** (index - 1)
     return num_groups * width_per_group * factor, res2_out_channels * factor
 
@@ -257,6 +354,17 @@ class ResNet(nn.Module):
         return outputs
 
 
+def _check_block_type(conv_body: str, trans_func: str) -> None:
+    """ResNet-18/34 are made of basic blocks, deeper ResNets of bottlenecks; refuse a mix-up."""
+    shallow = conv_body.split("-")[:2] in (["R", "18"], ["R", "34"])
+    if shallow != trans_func.startswith("BasicBlock"):
+        wanted = "a BasicBlock* entry" if shallow else "a Bottleneck* entry"
+        raise ValueError(
+            f"MODEL.BACKBONE.CONV_BODY {conv_body} needs {wanted} in MODEL.RESNETS.TRANS_FUNC, got {trans_func}"
+            + (" (and MODEL.RESNETS.RES2_OUT_CHANNELS 64)" if shallow else "")
+        )
+
+
 def build_resnet(cfg, conv_body: str | None = None) -> ResNet:
     """The ResNet body for ``conv_body`` (default MODEL.BACKBONE.CONV_BODY), a key of STAGE_SPECS."""
     conv_body = conv_body or cfg.MODEL.BACKBONE.CONV_BODY
@@ -264,6 +372,7 @@ def build_resnet(cfg, conv_body: str | None = None) -> ResNet:
         known = ", ".join(sorted(STAGE_SPECS))
         raise KeyError(f"No ResNet stage table for '{conv_body}' (MODEL.BACKBONE.CONV_BODY); known: {known}")
     r = cfg.MODEL.RESNETS
+    _check_block_type(conv_body, r.TRANS_FUNC)
     stem = STEMS.get(r.STEM_FUNC, config_key="MODEL.RESNETS.STEM_FUNC")(cfg)
     block = BOTTLENECKS.get(r.TRANS_FUNC, config_key="MODEL.RESNETS.TRANS_FUNC")(cfg)
     return ResNet(
@@ -277,7 +386,8 @@ class ResNetHead(nn.Module):
     """The res5 stage alone, applied to pooled RoI features by the C4 RoI heads.
 
     [K, in, h, w] -> [K, out, h / s, w / s] with s = 2 (1 when ``dilation`` > 1); in = out / 2,
-    for R-50 1024 -> 2048. The stage is the attribute ``layer4``, as in the body.
+    for R-50 1024 -> 2048, for R-18/34 (basic blocks) 256 -> 512. The stage is the attribute
+    ``layer4``, as in the body.
     """
 
     def __init__(
@@ -303,11 +413,19 @@ class ResNetHead(nn.Module):
         return self.layer4(x)
 
 
+def res5_block_count(conv_body: str) -> int:
+    """Blocks in res5 of the depth named by ``conv_body`` ("R-18-C4" -> 2); 3 for a name without a table."""
+    depth = conv_body.rsplit("-", 1)[0]  # "R-101-C4" -> "R-101"
+    # Every depth but R-18 has 3 blocks in res5; 3 is maskrcnn-benchmark's fixed head size.
+    return _BLOCKS_PER_STAGE[depth][3] if depth in _BLOCKS_PER_STAGE else 3
+
+
 def make_resnet_head(cfg, dilation: int = 1) -> ResNetHead:
-    """The res5 stage (3 blocks, stride 2 unless dilated) with the body's block type and widths."""
+    """res5 of MODEL.BACKBONE.CONV_BODY's depth (stride 2 unless dilated) with the body's block type and widths."""
     r = cfg.MODEL.RESNETS
     block = BOTTLENECKS.get(r.TRANS_FUNC, config_key="MODEL.RESNETS.TRANS_FUNC")(cfg)
     return ResNetHead(
-        block, block_count=3, num_groups=r.NUM_GROUPS, width_per_group=r.WIDTH_PER_GROUP,
-        stride_in_1x1=r.STRIDE_IN_1X1, res2_out_channels=r.RES2_OUT_CHANNELS, dilation=dilation,
+        block, block_count=res5_block_count(cfg.MODEL.BACKBONE.CONV_BODY), num_groups=r.NUM_GROUPS,
+        width_per_group=r.WIDTH_PER_GROUP, stride_in_1x1=r.STRIDE_IN_1X1, res2_out_channels=r.RES2_OUT_CHANNELS,
+        dilation=dilation,
     )

@@ -15,9 +15,16 @@ from detbench.modeling.backbone import BACKBONES, FPN, Backbone, build_backbone,
 CONTRACT_NAMES = {"R-50-C4", "R-50-C5", "R-101-C4", "R-101-C5", "R-50-FPN", "R-101-FPN", "R-152-FPN"}
 
 
+def _shallow(conv_body: str) -> bool:
+    return conv_body.startswith(("R-18-", "R-34-"))
+
+
 def _cfg(conv_body: str, **resnets):
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.CONV_BODY = conv_body
+    if _shallow(conv_body):  # ResNet-18/34: basic blocks, 64 channels out of res2
+        cfg.MODEL.RESNETS.TRANS_FUNC = "BasicBlockWithFixedBatchNorm"
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     # FPN width: the FPN YAML files set 256.
     cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 if conv_body.endswith("FPN") else 1024
     for key, value in resnets.items():
@@ -28,7 +35,8 @@ def _cfg(conv_body: str, **resnets):
 def _expected(conv_body: str) -> tuple[int, tuple[int, ...]]:
     if conv_body.endswith("-FPN"):
         return 256, (4, 8, 16, 32, 64)
-    return (1024, (16,)) if conv_body.endswith("-C4") else (2048, (32,))
+    scale = 4 if _shallow(conv_body) else 1  # basic blocks have no 4x expansion
+    return (1024 // scale, (16,)) if conv_body.endswith("-C4") else (2048 // scale, (32,))
 
 
 @pytest.mark.parametrize("conv_body", sorted(BACKBONES))
@@ -44,6 +52,16 @@ def test_every_registered_backbone(conv_body):
     # Each stride-2 step rounds up, so a map has ceil(side / stride) cells.
     expected = [(1, channels, math.ceil(h / s), math.ceil(w / s)) for s in strides]
     assert [tuple(o.shape) for o in outputs] == expected
+
+
+@pytest.mark.parametrize("conv_body, trans_func", [("R-34-FPN", "BottleneckWithFixedBatchNorm"),
+                                                   ("R-50-FPN", "BasicBlockWithFixedBatchNorm")])
+def test_block_type_must_fit_the_depth(conv_body, trans_func):
+    cfg = _cfg("R-50-C4")
+    cfg.MODEL.BACKBONE.CONV_BODY = conv_body
+    cfg.MODEL.RESNETS.TRANS_FUNC = trans_func
+    with pytest.raises(ValueError, match=f"CONV_BODY {conv_body} needs .*TRANS_FUNC, got {trans_func}"):
+        build_backbone(cfg)
 
 
 def test_registry_covers_the_contract_and_reports_unknown_names():

@@ -53,7 +53,8 @@ def _torchvision_stages(model: torchvision.models.ResNet, x: torch.Tensor) -> tu
 
 
 def test_stage_specs_block_counts():
-    blocks = {"R-50": (3, 4, 6, 3), "R-101": (3, 4, 23, 3), "R-152": (3, 8, 36, 3)}
+    blocks = {"R-18": (2, 2, 2, 2), "R-34": (3, 4, 6, 3), "R-50": (3, 4, 6, 3), "R-101": (3, 4, 23, 3),
+              "R-152": (3, 8, 36, 3)}
     for depth, counts in blocks.items():
         assert [s.block_count for s in STAGE_SPECS[f"{depth}-C5"]] == list(counts)
         assert [s.block_count for s in STAGE_SPECS[f"{depth}-C4"]] == list(counts[:3])
@@ -63,21 +64,31 @@ def test_stage_specs_block_counts():
     assert STAGE_SPECS["R-50-FPN"][0] == StageSpec(index=1, block_count=3, return_features=True)
 
 
+# Basic blocks (ResNet-18/34): no bottleneck, so res2 has WIDTH_PER_GROUP = 64 output channels.
+BASIC = dict(TRANS_FUNC="BasicBlockWithFixedBatchNorm", RES2_OUT_CHANNELS=64)
+
+
 @pytest.mark.parametrize(
-    "arch, groups, width",
-    [(torchvision.models.resnet50, 1, 64), (torchvision.models.resnext50_32x4d, 32, 4)],
+    "arch, depth, res5_channels, options",
+    [
+        (torchvision.models.resnet18, "R-18", 512, BASIC),
+        (torchvision.models.resnet34, "R-34", 512, BASIC),
+        (torchvision.models.resnet50, "R-50", 2048, {}),
+        (torchvision.models.resnext50_32x4d, "R-50", 2048, dict(NUM_GROUPS=32, WIDTH_PER_GROUP=4)),
+    ],
 )
-def test_c4_c5_and_head_match_torchvision(arch, groups, width):
+def test_c4_c5_and_head_match_torchvision(arch, depth, res5_channels, options):
     torch.manual_seed(0)
     reference = _randomise_bn(arch(weights=None)).double()
     state = _torchvision_to_body(reference.state_dict())
-    options = dict(STRIDE_IN_1X1=False, FROZEN_BN_EPSILON=1e-5, NUM_GROUPS=groups, WIDTH_PER_GROUP=width)
+    options = dict(STRIDE_IN_1X1=False, FROZEN_BN_EPSILON=1e-5, **options)
     # float64 before loading, so that no weight is rounded to float32 on the way.
-    c5 = build_resnet(_cfg("R-50-C5", **options)).double()
+    c5 = build_resnet(_cfg(f"{depth}-C5", **options)).double()
     c5.load_state_dict(state)
-    c4 = build_resnet(_cfg("R-50-C4", **options)).double()
+    c4 = build_resnet(_cfg(f"{depth}-C4", **options)).double()
     c4.load_state_dict({k: v for k, v in state.items() if not k.startswith("layer4.")})
-    head = make_resnet_head(_cfg(**options)).double()
+    # The head has res5 of the C4 body's depth (R-18: 2 blocks), so layer4 loads strictly.
+    head = make_resnet_head(_cfg(f"{depth}-C4", **options)).double()
     head.load_state_dict({k: v for k, v in state.items() if k.startswith("layer4.")})
 
     x = torch.randn(1, 3, 64, 96, dtype=torch.float64)
@@ -85,7 +96,7 @@ def test_c4_c5_and_head_match_torchvision(arch, groups, width):
         expected_c4, expected_c5 = _torchvision_stages(reference, x)
         (got_c5,), (got_c4,) = c5(x), c4(x)
         got_head = head(got_c4)
-    assert got_c5.shape == (1, 2048, 2, 3) and got_c4.shape == (1, 1024, 4, 6)
+    assert got_c5.shape == (1, res5_channels, 2, 3) and got_c4.shape == (1, res5_channels // 2, 4, 6)
     assert_close(got_c5, expected_c5)
     assert_close(got_c4, expected_c4)
     assert_close(got_head, expected_c5)
