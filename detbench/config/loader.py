@@ -149,6 +149,9 @@ def load_config(config_file: str | Path | None = None, opts: Iterable[str] = (),
     if config_file:
         merge_from_file(cfg, config_file)
     merge_from_list(cfg, opts)
+    from .validate import validate_config  # here: validate.py imports ConfigError from this module
+
+    validate_config(cfg)
     if freeze:
         cfg.freeze()
     return cfg

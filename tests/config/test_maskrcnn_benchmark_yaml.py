@@ -166,9 +166,9 @@ def test_loads_unchanged_and_builds(tmp_path, text, heads):
 
 
 def test_unknown_registered_name_lists_nearest():
-    cfg = load_config(None, ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"])
-    with pytest.raises(KeyError, match=r"MODEL\.BACKBONE\.CONV_BODY.*Did you mean 'R-50-FPN'"):
-        build_detection_model(cfg)
+    # Refused when the config is loaded, before any model is built.
+    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.CONV_BODY.*Did you mean 'R-50-FPN'"):
+        load_config(None, ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"])
 
 
 def test_retinanet_switch_is_refused():
