@@ -63,6 +63,21 @@ struct RoiGeometry {
   T count;             // divisor of the sample sum: max(grid_h * grid_w, 1)
 };
 
+// Most samples per bin along one axis. Only absurd boxes (about 2^30 bins wide) reach
+// it; it keeps the conversion to int64 defined and grid_h * grid_w below 2^63.
+constexpr int64_t kMaxGrid = int64_t{1} << 30;
+
+// The adaptive sample count ceil(extent / bins) as an integer: 0 (no sample) when it
+// is NaN or not positive, kMaxGrid when it is larger (inf included).
+template <typename T>
+C10_HOST_DEVICE inline int64_t adaptive_grid(T extent, int64_t bins) {
+  const T c = ::ceil(extent / static_cast<T>(bins));
+  if (!(c > T(0))) {  // also NaN
+    return 0;
+  }
+  return c < static_cast<T>(kMaxGrid) ? static_cast<int64_t>(c) : kMaxGrid;
+}
+
 // Host and device; T is the accumulation type (float for half inputs on CUDA).
 template <typename T>
 C10_HOST_DEVICE inline RoiGeometry<T> roi_geometry(
@@ -87,10 +102,10 @@ C10_HOST_DEVICE inline RoiGeometry<T> roi_geometry(
   g.bin_h = roi_h / static_cast<T>(pooled_height);
   g.bin_w = roi_w / static_cast<T>(pooled_width);
   // Adaptive sampling: about one sample per feature pixel, ceil(roi size / bins).
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio
-                                : static_cast<int64_t>(::ceil(roi_h / static_cast<T>(pooled_height)));
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio
-                                : static_cast<int64_t>(::ceil(roi_w / static_cast<T>(pooled_width)));
+  // A fixed ratio is capped like the adaptive count, so that grid_h * grid_w cannot overflow.
+  const int64_t fixed = sampling_ratio < kMaxGrid ? sampling_ratio : kMaxGrid;
+  g.grid_h = sampling_ratio > 0 ? fixed : adaptive_grid(roi_h, pooled_height);
+  g.grid_w = sampling_ratio > 0 ? fixed : adaptive_grid(roi_w, pooled_width);
   const int64_t samples = g.grid_h * g.grid_w;
   g.count = static_cast<T>(samples > 1 ? samples : 1);
   return g;

@@ -22,6 +22,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "cpu/roi_align_common.h"
@@ -50,15 +51,53 @@ void add_tap(std::vector<Tap<T>>& taps, size_t first, int64_t index, T weight) {
   taps.insert(taps.begin() + static_cast<std::ptrdiff_t>(k), Tap<T>{index, weight});
 }
 
+// Position of sample i of `grid` in a bin starting at `start`; torchvision's expression.
+template <typename T>
+inline T sample_pos(T start, T bin, int64_t i, int64_t grid) {
+  return start + static_cast<T>(i + .5f) * bin / static_cast<T>(grid);
+}
+
+// First i in [lo, hi) with pred(i), for a pred that is false and then true along i.
+template <typename Pred>
+int64_t first_true(int64_t lo, int64_t hi, Pred pred) {
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (pred(mid)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// The samples [begin, end) of a bin that can land in [-1, size]. Positions are
+// monotone in i (every rounding step is), increasing for bin >= 0 and decreasing for
+// a negative bin (aligned, inverted box, fixed ratio), so those samples form one
+// run. Finding it by bisection bounds the cost of a huge box by the map size instead
+// of its sample count (a 1e12-pixel box has ~1e11 samples per bin).
+template <typename T>
+std::pair<int64_t, int64_t> sample_range(T start, T bin, int64_t grid, int64_t size) {
+  const T low = T(-1), high = static_cast<T>(size);
+  if (bin >= T(0)) {
+    return {first_true(0, grid, [&](int64_t i) { return sample_pos(start, bin, i, grid) >= low; }),
+            first_true(0, grid, [&](int64_t i) { return sample_pos(start, bin, i, grid) > high; })};
+  }
+  return {first_true(0, grid, [&](int64_t i) { return sample_pos(start, bin, i, grid) <= high; }),
+          first_true(0, grid, [&](int64_t i) { return sample_pos(start, bin, i, grid) < low; })};
+}
+
 // Appends the taps of `grid` samples at start + (i + 0.5) * bin / grid, i < grid, on
 // an axis of `size` pixels. Same rules as torchvision: a sample outside [-1, size]
-// is dropped; one in [-1, 0] reads pixel 0; one at or past size - 1 reads the last pixel.
+// is dropped; one in [-1, 0] reads pixel 0; one at or past size - 1 reads the last
+// pixel. A sample at a NaN position (NaN or infinite box) is dropped too.
 template <typename T>
 void add_axis_taps(std::vector<Tap<T>>& taps, T start, T bin, int64_t grid, int64_t size) {
   const size_t first = taps.size();
-  for (int64_t i = 0; i < grid; ++i) {
-    T pos = start + static_cast<T>(i + .5f) * bin / static_cast<T>(grid);
-    if (pos < T(-1) || pos > static_cast<T>(size)) {
+  const auto [begin, end] = sample_range(start, bin, grid, size);
+  for (int64_t i = begin; i < end; ++i) {
+    T pos = sample_pos(start, bin, i, grid);
+    if (!(pos >= T(-1) && pos <= static_cast<T>(size))) {  // written so that NaN fails it
       continue;
     }
     pos = pos <= T(0) ? T(0) : pos;

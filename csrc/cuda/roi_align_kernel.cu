@@ -29,10 +29,10 @@ inline int64_t num_blocks(int64_t n) {
 
 // One axis of a bilinear sample at `pos` on `size` pixels: the two pixels read and
 // the weight of the upper one. Returns false when the sample lies outside [-1, size]
-// and contributes nothing. Same rules as add_axis_taps in cpu/roi_align_kernel.cpp.
+// (or is NaN) and contributes nothing. Same rules as add_axis_taps in cpu/roi_align_kernel.cpp.
 template <typename A>
 __device__ __forceinline__ bool axis_sample(A pos, int64_t size, int64_t& lo, int64_t& hi, A& frac) {
-  if (pos < A(-1) || pos > static_cast<A>(size)) {
+  if (!(pos >= A(-1) && pos <= static_cast<A>(size))) {  // written so that NaN is outside too
     return false;
   }
   pos = pos <= A(0) ? A(0) : pos;

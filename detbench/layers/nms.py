@@ -33,6 +33,12 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     Returns:
         int64 ``[M]``: indices into ``boxes`` of the kept boxes, by decreasing score
         (ties in input order).
+
+    Non-finite values follow from the rule above and IEEE arithmetic: NaN scores
+    sort first (as in ``torch.sort(descending=True)``), ``+inf`` next, ``-inf`` last.
+    An IoU that is NaN (a box with a NaN coordinate, two empty boxes, inf - inf)
+    compares false, so a NaN box suppresses nothing and is never suppressed: it is
+    always kept. The same holds per category in :func:`batched_nms`.
     """
     extension.assert_has_ops()
     return torch.ops.detbench.nms(boxes, scores, iou_threshold)
@@ -61,9 +67,10 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     extension.assert_has_ops()
     if idxs.shape != scores.shape:
         raise ValueError(f"batched_nms: idxs must be [N] like scores {tuple(scores.shape)}, got {tuple(idxs.shape)}")
-    if boxes.numel() == 0:
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    if idxs.dtype in _NARROW_INTEGERS:
+    # No early return on empty input: the op still checks the shapes ([N, 0] boxes
+    # are an error). Empty idxs carry no category, so their dtype (often the float32
+    # of a torch.tensor([])) does not matter.
+    if idxs.dtype in _NARROW_INTEGERS or idxs.numel() == 0:
         idxs = idxs.long()
     return torch.ops.detbench.batched_nms(boxes, scores, idxs, iou_threshold)
 
