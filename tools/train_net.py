@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--skip-test", action="store_true", help="do not evaluate after training")
     args = parse_args(parser)
     cfg, distributed, logger = setup(args, "train_net")
-    model = train(cfg, distributed, logger)
+    try:
+        model = train(cfg, distributed, logger)
+    except KeyboardInterrupt:  # Ctrl-C: the trainer saved the current iteration first
+        raise SystemExit(130) from None
     if not args.skip_test:
         run_test(cfg, model, distributed)
     if distributed:

@@ -7,12 +7,15 @@ import json
 import logging
 import math
 import resource
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from detbench.utils import comm
@@ -36,6 +39,66 @@ def check_losses_finite(loss_dict: dict[str, torch.Tensor], iteration: int) -> N
                 f"loss {name} = {value.item()} at iteration {iteration}: training stopped; "
                 f"the last checkpoint in OUTPUT_DIR is intact (lower SOLVER.BASE_LR or check the data)"
             )
+
+
+class StopOnSignal:
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a request to stop after the current iteration.
+
+    Used as a context manager around the training loop: on entry the handlers are
+    installed (main thread only: Python delivers signals there, and ``signal.signal``
+    refuses other threads; a signal the process was told to ignore stays ignored),
+    on exit the previous ones are restored. The first signal
+    only records its number; a second one raises at once (see :meth:`exception`), a
+    way out of an iteration that hangs. DataLoader workers forked inside the block
+    inherit the handler, so a Ctrl-C that reaches the whole process group does not
+    kill them before the main process has finished its iteration.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0  # 0: no signal received
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT in a background job
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        else:
+            logger.warning("Training outside the main thread: SIGINT/SIGTERM will not save a checkpoint")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            # None means a handler installed from C, which Python cannot reinstall: use the default.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        # Only record the signal: logging or saving here could re-enter code the signal interrupted.
+        if self.signum:
+            raise self.exception(signum)
+        self.signum = signum
+
+    def requested(self, device: torch.device) -> bool:
+        """Collective when distributed: True on every rank once any rank got a signal.
+
+        The ranks must stop at the same iteration, since saving a checkpoint is
+        collective; the signal number is agreed on too (the largest: SIGTERM over SIGINT).
+        """
+        if comm.get_world_size() > 1:
+            flag = torch.tensor([self.signum], dtype=torch.int64, device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.signum = int(flag.item())
+        return self.signum != 0
+
+    def exception(self, signum: int | None = None) -> BaseException:
+        """KeyboardInterrupt for SIGINT, else SystemExit with the shell's status 128 + signal number."""
+        signum = signum or self.signum
+        if signum == signal.SIGINT:
+            return KeyboardInterrupt(f"training stopped by {signal.Signals(signum).name}")
+        return SystemExit(128 + signum)
 
 
 class MetricsFile:
@@ -73,6 +136,11 @@ def do_train(
     scheduler steps every iteration. Metrics are logged every ``log_period`` and
     appended to ``metrics.jsonl``; checkpoints are saved every ``checkpoint_period``
     and as ``model_final`` at the end; ``test_fn`` runs every ``test_period``.
+
+    SIGINT or SIGTERM (on any rank) stops training once the current iteration is
+    done: its checkpoint is saved, then KeyboardInterrupt (SIGINT) or SystemExit(143)
+    (SIGTERM) is raised, so the process exits with a non-zero status. A second
+    signal raises at once, without finishing the iteration or saving.
     """
     meters = MetricLogger(delimiter="  ")
     metrics_file = MetricsFile(output_dir)
@@ -85,40 +153,60 @@ def do_train(
     model.train()
     logger.info("Start training at iteration %d of %d", start_iter, max_iter)
     start = end = time.perf_counter()
-    for iteration, (images, targets, _) in enumerate(data_loader, start_iter + 1):
-        data_time = time.perf_counter() - end
-        arguments["iteration"] = iteration
-        images = images.to(device)
-        targets = [t.to(device) for t in targets]
-        with autocast:
-            loss_dict = model(images, targets)
-        losses = sum(loss_dict.values())
-        # Checked after the all-reduce, so a non-finite loss on any rank stops every rank together.
-        reduced = comm.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
-        check_losses_finite(reduced, iteration)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+    # Installed before the loader is iterated, so that forked workers inherit the handlers.
+    with StopOnSignal() as stop:
+        for iteration, (images, targets, _) in enumerate(data_loader, start_iter + 1):
+            data_time = time.perf_counter() - end
+            arguments["iteration"] = iteration
+            images = images.to(device)
+            targets = [t.to(device) for t in targets]
+            with autocast:
+                loss_dict = model(images, targets)
+            losses = sum(loss_dict.values())
+            # Checked after the all-reduce, so a non-finite loss on any rank stops every rank together.
+            reduced = comm.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+            check_losses_finite(reduced, iteration)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
 
-        batch_time = time.perf_counter() - end
-        end = time.perf_counter()
-        meters.update(loss=sum(reduced.values()), **reduced, time=batch_time, data=data_time)
-        if iteration % log_period == 0 or iteration == max_iter:
-            _log(meters, optimizer, device, iteration, max_iter, metrics_file)
-        if amp:
-            arguments["grad_scaler"] = scaler.state_dict()
-        if iteration % checkpoint_period == 0:  # every rank calls save (it gathers RNG states)
-            checkpointer.save(f"model_{iteration:07d}", **arguments)
-        if test_fn is not None and test_period > 0 and iteration % test_period == 0 and iteration != max_iter:
-            metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
-            model.train()
-        if iteration == max_iter:
-            checkpointer.save("model_final", **arguments)
+            batch_time = time.perf_counter() - end
+            end = time.perf_counter()
+            meters.update(loss=sum(reduced.values()), **reduced, time=batch_time, data=data_time)
+            if iteration % log_period == 0 or iteration == max_iter:
+                _log(meters, optimizer, device, iteration, max_iter, metrics_file)
+            if amp:
+                arguments["grad_scaler"] = scaler.state_dict()
+            saved = iteration % checkpoint_period == 0
+            if saved:  # every rank calls save (it gathers RNG states)
+                checkpointer.save(f"model_{iteration:07d}", **arguments)
+            stopping = stop.requested(device)  # asked on every rank: it is collective when distributed
+            if (test_fn is not None and test_period > 0 and iteration % test_period == 0
+                    and iteration != max_iter and not stopping):
+                metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
+                model.train()
+            if iteration == max_iter:
+                checkpointer.save("model_final", **arguments)
+                saved = True
+            if stopping:
+                raise _stopped(stop, checkpointer, arguments, saved)
     total = time.perf_counter() - start
     done = max(max_iter - start_iter, 1)
     logger.info("Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total)), total / done)
+
+
+def _stopped(stop: StopOnSignal, checkpointer, arguments: dict, saved: bool) -> BaseException:
+    """Save the iteration just finished (unless already saved) and return the exception to raise."""
+    iteration = arguments["iteration"]
+    name = f"model_{iteration:07d}"
+    if not saved:  # every rank calls save (it gathers RNG states)
+        checkpointer.save(name, **arguments)
+    logger.warning("%s received: stopped after iteration %d, whose state is in the checkpoint that "
+                   "last_checkpoint names; run the same command again to resume from there",
+                   signal.Signals(stop.signum).name, iteration)
+    return stop.exception()
 
 
 def _log(meters: MetricLogger, optimizer, device: torch.device, iteration: int, max_iter: int,
