@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from yacs.config import CfgNode
+
+from detbench.layers import group_norm
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -15,3 +19,9 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if len(tensors) == 1:
         return tensors[0]
     return torch.cat(tensors, dim)
+
+
+def group_norm_factory(cfg: CfgNode) -> Callable[[int], nn.GroupNorm]:
+    """channels -> GroupNorm sized by MODEL.GROUP_NORM (NUM_GROUPS or DIM_PER_GP, EPSILON)."""
+    gn = cfg.MODEL.GROUP_NORM
+    return partial(group_norm, num_groups=gn.NUM_GROUPS, dim_per_group=gn.DIM_PER_GP, eps=gn.EPSILON)

@@ -8,7 +8,9 @@ from torch import nn
 from detbench.utils.registry import Registry
 
 from .fpn import FPN, LastLevelMaxPool
-from .resnet import STAGE_SPECS, ResNet, build_resnet, group_norm_factory
+from detbench.modeling.utils import group_norm_factory
+
+from .resnet import STAGE_SPECS, ResNet, build_resnet
 
 # BACKBONES: MODEL.BACKBONE.CONV_BODY -> builder(cfg) -> Backbone (``out_channels``, ``strides``,
 # forward [N, 3, H, W] -> list of feature maps, highest resolution first).

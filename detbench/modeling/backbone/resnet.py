@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detbench.layers import FrozenBatchNorm2d, group_norm
+from detbench.layers import FrozenBatchNorm2d
+from detbench.modeling.utils import group_norm_factory
 from detbench.utils.registry import Registry
 
 # A normalisation layer for a given number of channels.
@@ -106,11 +107,7 @@ class Bottleneck(nn.Module):
         norm: NormFactory = FrozenBatchNorm2d,
     ) -> None:
         super().__init__()
-        self.downsample = None
-        if in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels)
-            )
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False)
         self.bn1 = norm(bottleneck_channels)
@@ -132,6 +129,15 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return F.relu_(out + identity)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int, norm: NormFactory) -> nn.Module | None:
+    """1x1 projection (+ norm) when a block changes the channel count or the size; None for identity."""
+    if in_channels == out_channels and stride == 1:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels)
+    )
 
 
 class BasicBlock(nn.Module):
@@ -162,11 +168,7 @@ class BasicBlock(nn.Module):
                 f"BasicBlock has no groups and no bottleneck: got num_groups={num_groups}, "
                 f"bottleneck_channels={bottleneck_channels}, out_channels={out_channels}"
             )
-        self.downsample = None
-        if in_channels != out_channels or stride != 1:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels)
-            )
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm)
         # padding = dilation keeps a 3x3 conv's output size at input size / stride.
         self.conv1 = nn.Conv2d(
             in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
@@ -190,12 +192,6 @@ class BasicBlock(nn.Module):
 def frozen_bn_factory(cfg) -> NormFactory:
     """FrozenBatchNorm2d with eps from MODEL.RESNETS.FROZEN_BN_EPSILON."""
     return partial(FrozenBatchNorm2d, eps=cfg.MODEL.RESNETS.FROZEN_BN_EPSILON)
-
-
-def group_norm_factory(cfg) -> NormFactory:
-    """GroupNorm sized by MODEL.GROUP_NORM (NUM_GROUPS or DIM_PER_GP, EPSILON)."""
-    gn = cfg.MODEL.GROUP_NORM
-    return partial(group_norm, num_groups=gn.NUM_GROUPS, dim_per_group=gn.DIM_PER_GP, eps=gn.EPSILON)
 
 
 @STEMS.register("StemWithFixedBatchNorm")

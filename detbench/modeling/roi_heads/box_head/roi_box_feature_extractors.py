@@ -6,15 +6,14 @@ checkpoints load; the fc names also match torchvision's TwoMLPHead.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
-from detbench.layers import group_norm
 from detbench.modeling.poolers import Pooler, build_pooler
+from detbench.modeling.utils import group_norm_factory
 from detbench.structures.bounding_box import BoxList
 from detbench.utils.registry import Registry
 
@@ -35,13 +34,6 @@ def make_fc(dim_in: int, hidden_dim: int, norm: NormFactory | None = None) -> nn
         nn.init.constant_(fc.bias, 0)
         return fc
     return nn.Sequential(fc, norm(hidden_dim))
-
-
-def _gn_factory(cfg: CfgNode) -> NormFactory:
-    gn = cfg.MODEL.GROUP_NORM
-    return functools.partial(
-        group_norm, num_groups=gn.NUM_GROUPS, dim_per_group=gn.DIM_PER_GP, eps=gn.EPSILON
-    )
 
 
 class ResNet50Conv5ROIFeatureExtractor(nn.Module):
@@ -122,19 +114,24 @@ class FPNXconv1fcFeatureExtractor(nn.Module):
         return F.relu(self.fc6(x.flatten(start_dim=1)))
 
 
-@ROI_BOX_FEATURE_EXTRACTORS.register("ResNet50Conv5ROIFeatureExtractor")
-def _build_res5(cfg: CfgNode, in_channels: int) -> ResNet50Conv5ROIFeatureExtractor:
+def build_res5_extractor(cfg: CfgNode, head_key: str, in_channels: int) -> ResNet50Conv5ROIFeatureExtractor:
+    """The C4 extractor of MODEL.<head_key> (ROI_BOX_HEAD, ROI_MASK_HEAD): its pooler, then res5."""
     # Imported here: the backbone package is only needed by C4 heads.
     from detbench.modeling.backbone.resnet import make_resnet_head
 
-    head = make_resnet_head(cfg, dilation=cfg.MODEL.ROI_BOX_HEAD.DILATION)
+    head = make_resnet_head(cfg, dilation=cfg.MODEL[head_key].DILATION)
     expected = getattr(head, "in_channels", in_channels)
     if expected != in_channels:
         raise ValueError(
             f"ResNet50Conv5ROIFeatureExtractor: the res5 head takes {expected} channels but the backbone "
             f"gives {in_channels}; check MODEL.RESNETS.RES2_OUT_CHANNELS / BACKBONE_OUT_CHANNELS"
         )
-    return ResNet50Conv5ROIFeatureExtractor(build_pooler(cfg, "ROI_BOX_HEAD"), head)
+    return ResNet50Conv5ROIFeatureExtractor(build_pooler(cfg, head_key), head)
+
+
+@ROI_BOX_FEATURE_EXTRACTORS.register("ResNet50Conv5ROIFeatureExtractor")
+def _build_res5(cfg: CfgNode, in_channels: int) -> ResNet50Conv5ROIFeatureExtractor:
+    return build_res5_extractor(cfg, "ROI_BOX_HEAD", in_channels)
 
 
 @ROI_BOX_FEATURE_EXTRACTORS.register("FPN2MLPFeatureExtractor")
@@ -144,7 +141,7 @@ def _build_2mlp(cfg: CfgNode, in_channels: int) -> FPN2MLPFeatureExtractor:
         build_pooler(cfg, "ROI_BOX_HEAD"),
         in_channels,
         head.MLP_HEAD_DIM,
-        norm=_gn_factory(cfg) if head.USE_GN else None,
+        norm=group_norm_factory(cfg) if head.USE_GN else None,
     )
 
 
@@ -158,7 +155,7 @@ def _build_xconv1fc(cfg: CfgNode, in_channels: int) -> FPNXconv1fcFeatureExtract
         num_convs=head.NUM_STACKED_CONVS,
         representation_size=head.MLP_HEAD_DIM,
         dilation=head.DILATION,
-        norm=_gn_factory(cfg) if head.USE_GN else None,
+        norm=group_norm_factory(cfg) if head.USE_GN else None,
     )
 
 

@@ -6,19 +6,18 @@ Layer names follow maskrcnn-benchmark (``mask_fcn1``..``mask_fcnN``, with GroupN
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
-from detbench.layers import group_norm
 from detbench.modeling.poolers import Pooler, build_pooler
+from detbench.modeling.utils import group_norm_factory
 from detbench.structures.bounding_box import BoxList
 from detbench.utils.registry import Registry
 
-from ..box_head.roi_box_feature_extractors import ResNet50Conv5ROIFeatureExtractor
+from ..box_head.roi_box_feature_extractors import ResNet50Conv5ROIFeatureExtractor, build_res5_extractor
 
 # Builders take (cfg, in_channels) and return a module with an ``out_channels`` attribute and
 # ``forward(features: list[Tensor], proposals: list[BoxList]) -> Tensor[K, out_channels, h, w]``,
@@ -41,12 +40,6 @@ def make_conv3x3(in_channels: int, out_channels: int, dilation: int = 1, norm: N
         nn.init.constant_(conv.bias, 0)
         return conv
     return nn.Sequential(conv, norm(out_channels))
-
-
-def gn_factory(cfg: CfgNode) -> NormFactory:
-    """GroupNorm sized by MODEL.GROUP_NORM, as a function of the channel count."""
-    gn = cfg.MODEL.GROUP_NORM
-    return functools.partial(group_norm, num_groups=gn.NUM_GROUPS, dim_per_group=gn.DIM_PER_GP, eps=gn.EPSILON)
 
 
 class ConvFeatureExtractor(nn.Module):
@@ -91,11 +84,7 @@ class ConvFeatureExtractor(nn.Module):
 
 @ROI_MASK_FEATURE_EXTRACTORS.register("ResNet50Conv5ROIFeatureExtractor")
 def _build_res5(cfg: CfgNode, in_channels: int) -> ResNet50Conv5ROIFeatureExtractor:
-    # Imported here: the backbone package is only needed by C4 heads.
-    from detbench.modeling.backbone.resnet import make_resnet_head
-
-    head = make_resnet_head(cfg, dilation=cfg.MODEL.ROI_MASK_HEAD.DILATION)
-    return ResNet50Conv5ROIFeatureExtractor(build_pooler(cfg, "ROI_MASK_HEAD"), head)
+    return build_res5_extractor(cfg, "ROI_MASK_HEAD", in_channels)
 
 
 @ROI_MASK_FEATURE_EXTRACTORS.register("MaskRCNNFPNFeatureExtractor")
@@ -106,7 +95,7 @@ def _build_fpn(cfg: CfgNode, in_channels: int) -> ConvFeatureExtractor:
         in_channels,
         node.CONV_LAYERS,
         dilation=node.DILATION,
-        norm=gn_factory(cfg) if node.USE_GN else None,
+        norm=group_norm_factory(cfg) if node.USE_GN else None,
         prefix="mask_fcn",
     )
 
