@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from detbench.engine.launch import argument_parser, parse_args, run_test, setup
@@ -14,9 +16,11 @@ from detbench.modeling.detector import build_detection_model
 from detbench.solver import make_lr_scheduler, make_optimizer
 from detbench.utils import comm
 from detbench.utils.checkpoint import Checkpointer
+from detbench.utils.plot_metrics import append_eval, plot_metrics
 
 
-def train(cfg, distributed: bool, logger) -> torch.nn.Module:
+def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
+    """Train (or resume) per ``cfg``; returns the model and the last iteration."""
     from detbench.data import make_data_loader
 
     device = torch.device(cfg.MODEL.DEVICE)
@@ -39,7 +43,21 @@ def train(cfg, distributed: bool, logger) -> torch.nn.Module:
     do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
              arguments, log_period=cfg.SOLVER.LOG_PERIOD, output_dir=cfg.OUTPUT_DIR,
              test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, amp=amp)
-    return model
+    return model, int(arguments["iteration"])
+
+
+def write_curves(cfg, final_iter: int, results: dict, logger) -> None:
+    """Main process: add the final evaluation to metrics.jsonl (once per iteration) and draw
+    OUTPUT_DIR/training_curves.png. A failure is logged, never raised: the run has succeeded."""
+    if not cfg.OUTPUT_DIR or not comm.is_main_process():
+        return
+    try:
+        metrics = Path(cfg.OUTPUT_DIR) / "metrics.jsonl"
+        if results and append_eval(metrics, final_iter, results):
+            logger.info("Final evaluation (iteration %d) appended to %s", final_iter, metrics)
+        logger.info("Training curves: %s", plot_metrics(cfg.OUTPUT_DIR))
+    except Exception as exc:  # drawing is a convenience: any error is reported, never raised
+        logger.warning("Could not draw the training curves: %s: %s", type(exc).__name__, exc)
 
 
 def main() -> None:
@@ -48,11 +66,11 @@ def main() -> None:
     args = parse_args(parser)
     cfg, distributed, logger = setup(args, "train_net")
     try:
-        model = train(cfg, distributed, logger)
+        model, final_iter = train(cfg, distributed, logger)
     except KeyboardInterrupt:  # Ctrl-C: the trainer saved the current iteration first
         raise SystemExit(130) from None
-    if not args.skip_test:
-        run_test(cfg, model, distributed)
+    results = {} if args.skip_test else run_test(cfg, model, distributed)
+    write_curves(cfg, final_iter, results, logger)
     if distributed:
         torch.distributed.destroy_process_group()
 

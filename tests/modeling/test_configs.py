@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import pytest
@@ -50,15 +49,7 @@ def _frozen_prefixes(cfg) -> tuple[str, ...]:
     return tuple(parts[:freeze_at])
 
 
-@pytest.fixture(autouse=True)
-def _native_cpu_convolutions():
-    """oneDNN spends ~8 s creating primitives on the first call of each new model here
-    (measured with R-152-FPN at 64x96: 8 s vs 0.13 s forward); the native kernels compute
-    the same convolutions without that start-up cost."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")  # says nothing here
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+pytestmark = pytest.mark.usefixtures("native_cpu_convolutions")  # see tests/conftest.py
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])

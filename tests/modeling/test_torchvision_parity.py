@@ -12,7 +12,6 @@ lowered together, as are the proposal and detection counts, to keep the test fas
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import pytest
@@ -35,13 +34,7 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 KINDS = {"fasterrcnn": (FasterRCNN, 91), "maskrcnn": (MaskRCNN, 91), "keypointrcnn": (KeypointRCNN, 2)}
 
 
-@pytest.fixture(autouse=True)
-def _native_cpu_convolutions():
-    """Skip oneDNN's per-model primitive creation (seconds on the first call); same numbers."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+pytestmark = pytest.mark.usefixtures("native_cpu_convolutions")  # see tests/conftest.py
 
 
 def _torchvision_model(kind: str) -> torch.nn.Module:

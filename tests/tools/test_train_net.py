@@ -65,8 +65,12 @@ def test_train_stop_resume_and_evaluate_masks(tmp_path):
     assert (out / "last_checkpoint").read_text().strip().endswith("model_final.pth")
     log = _run(["tools/train_net.py", *common, "SOLVER.MAX_ITER", "3"])
     assert "Start training at iteration 2 of 3" in log
-    iterations = [json.loads(line)["iteration"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert iterations == [1, 2, 3]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "eval" not in r] == [1, 2, 3]
+    # The final evaluation is appended once, and drawn with the losses.
+    evals = [r for r in records if "eval" in r]
+    assert [r["iteration"] for r in evals] == [3] and "bbox" in str(evals[0]["eval"])
+    assert (out / "training_curves.png").stat().st_size > 0
     results = _results(out)
     assert {"bbox", "segm"} <= set(results)
     for name in ("bbox.json", "segm.json", "predictions.pth"):

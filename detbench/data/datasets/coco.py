@@ -33,7 +33,7 @@ class ImageLoadError(RuntimeError):
     """An image file that is missing, unreadable or not an image; the message names it."""
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB. 16-bit grayscale ("I;16*", "I") is scaled from [0, 65535]
     to [0, 255]; an alpha channel is dropped; palette and grayscale images are expanded."""
     if image.mode.startswith("I;16") or image.mode == "I":
@@ -56,7 +56,7 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()  # decode now, so truncated data fails here and not later
             image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"cannot read image {path}: {exc}") from exc
 
