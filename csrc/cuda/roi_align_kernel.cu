@@ -5,6 +5,13 @@
 // each sample's share into grad_input with atomics (several bins and RoIs may read
 // the same pixel). float16 and bfloat16 are read and written in their own type and
 // computed in float (at::acc_type). Sampling rules are those of the CPU kernel.
+//
+// Work per thread is bounded by the map, not the box: a thread visits only the run of
+// samples of its bin that can land on the map, found by bisection as in the CPU kernel
+// (sample_range there). With adaptive sampling a 1e9-pixel box asks for ~1e8 samples
+// per bin axis; without the bound one thread would loop over all of them (up to the
+// 2^30 x 2^30 cap for inf-sized boxes). Skipped samples would be dropped anyway, so the
+// result is unchanged.
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
@@ -59,11 +66,54 @@ __device__ __forceinline__ RoiGeometry<A> load_geometry(const T* rois, int64_t k
   return roi_geometry(roi, scale, ph, pw, sampling_ratio, aligned);
 }
 
-// Coordinate of sample i (of `grid`) in bin `bin` along one axis; same expression
-// (and evaluation order) as the CPU kernel and torchvision.
+// One bin along one axis: its first edge `start` (the CPU kernel's start + bin * bin_size,
+// rounded to A before the sample offset is added, as there) and `grid` samples.
 template <typename A>
-__device__ __forceinline__ A sample_pos(A start, int64_t bin, A bin_size, int64_t i, int64_t grid) {
-  return start + static_cast<A>(bin) * bin_size + static_cast<A>(i + .5f) * bin_size / static_cast<A>(grid);
+struct BinAxis {
+  A start, size;
+  int64_t grid;
+
+  // Coordinate of sample i; same expression (and evaluation order) as the CPU kernel
+  // and torchvision.
+  __device__ __forceinline__ A pos(int64_t i) const {
+    return start + static_cast<A>(i + .5f) * size / static_cast<A>(grid);
+  }
+
+  // First i in [0, grid) whose sample has reached `bound` (inclusive) or passed it
+  // (!inclusive) in the direction in which positions move: up for size >= 0, down for
+  // a negative size (aligned, inverted box). Positions are monotone in i (every
+  // rounding step is), so the predicate is false and then true; NaN positions never
+  // satisfy it, which gives grid (no sample).
+  __device__ __forceinline__ int64_t first_reaching(A bound, bool inclusive) const {
+    const bool up = size >= A(0);
+    int64_t lo = 0, hi = grid;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      const A p = pos(mid);
+      const bool reached = up ? (inclusive ? p >= bound : p > bound) : (inclusive ? p <= bound : p < bound);
+      if (reached) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    return lo;
+  }
+
+  // The samples [begin, end) that can land in [-1, map_size]: the CPU kernel's
+  // sample_range, with the same predicates, so both visit the same samples.
+  __device__ __forceinline__ void range(int64_t map_size, int64_t& begin, int64_t& end) const {
+    const A low = A(-1), high = static_cast<A>(map_size);
+    const bool up = size >= A(0);
+    begin = first_reaching(up ? low : high, true);
+    end = first_reaching(up ? high : low, false);
+  }
+};
+
+// Axis `bin` of a RoI whose bins start at `start` and measure `bin_size`.
+template <typename A>
+__device__ __forceinline__ BinAxis<A> bin_axis(A start, int64_t bin, A bin_size, int64_t grid) {
+  return BinAxis<A>{start + static_cast<A>(bin) * bin_size, bin_size, grid};
 }
 
 // Bilinear interpolation of `plane` (width columns) between rows y_lo/y_hi and
@@ -105,17 +155,22 @@ __global__ void roi_align_forward_kernel(int64_t total, const T* input, const T*
     int64_t batch;
     const RoiGeometry<A> g = load_geometry(rois, k, scale, ph, pw, sampling_ratio, aligned, batch);
     const T* plane = input + (batch * channels + c) * height * width;
+    const BinAxis<A> row = bin_axis(g.start_h, y, g.bin_h, g.grid_h);
+    const BinAxis<A> col = bin_axis(g.start_w, x, g.bin_w, g.grid_w);
+    int64_t iy_begin, iy_end, ix_begin, ix_end;
+    row.range(height, iy_begin, iy_end);
+    col.range(width, ix_begin, ix_end);
     A sum = 0;
-    for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+    for (int64_t iy = iy_begin; iy < iy_end; ++iy) {
       int64_t y_lo, y_hi;
       A ly;
-      if (!axis_sample(sample_pos(g.start_h, y, g.bin_h, iy, g.grid_h), height, y_lo, y_hi, ly)) {
+      if (!axis_sample(row.pos(iy), height, y_lo, y_hi, ly)) {
         continue;  // the whole row of samples is outside the map
       }
-      for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+      for (int64_t ix = ix_begin; ix < ix_end; ++ix) {
         int64_t x_lo, x_hi;
         A lx;
-        if (axis_sample(sample_pos(g.start_w, x, g.bin_w, ix, g.grid_w), width, x_lo, x_hi, lx)) {
+        if (axis_sample(col.pos(ix), width, x_lo, x_hi, lx)) {
           sum += interpolate(plane, width, y_lo, y_hi, ly, x_lo, x_hi, lx);
         }
       }
@@ -138,16 +193,21 @@ __global__ void roi_align_backward_kernel(int64_t total, const T* grad, const T*
     const RoiGeometry<A> g = load_geometry(rois, k, scale, ph, pw, sampling_ratio, aligned, batch);
     const int64_t base = (batch * channels + c) * height * width;
     const A share = static_cast<A>(grad[i]) / g.count;  // every sample's part of the bin gradient
-    for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+    const BinAxis<A> row = bin_axis(g.start_h, y, g.bin_h, g.grid_h);
+    const BinAxis<A> col = bin_axis(g.start_w, x, g.bin_w, g.grid_w);
+    int64_t iy_begin, iy_end, ix_begin, ix_end;
+    row.range(height, iy_begin, iy_end);
+    col.range(width, ix_begin, ix_end);
+    for (int64_t iy = iy_begin; iy < iy_end; ++iy) {
       int64_t y_lo, y_hi;
       A ly;
-      if (!axis_sample(sample_pos(g.start_h, y, g.bin_h, iy, g.grid_h), height, y_lo, y_hi, ly)) {
+      if (!axis_sample(row.pos(iy), height, y_lo, y_hi, ly)) {
         continue;
       }
-      for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+      for (int64_t ix = ix_begin; ix < ix_end; ++ix) {
         int64_t x_lo, x_hi;
         A lx;
-        if (axis_sample(sample_pos(g.start_w, x, g.bin_w, ix, g.grid_w), width, x_lo, x_hi, lx)) {
+        if (axis_sample(col.pos(ix), width, x_lo, x_hi, lx)) {
           scatter(grad_input, grad_input_numel, base, width, y_lo, y_hi, ly, x_lo, x_hi, lx, share);
         }
       }

@@ -3,6 +3,13 @@
 Distributed runs are started by ``torchrun`` (never by detbench itself): when it sets
 WORLD_SIZE > 1, the process group is initialised with NCCL on GPUs and gloo on CPUs,
 with a timeout so that a dead rank makes the others fail instead of hanging.
+
+The timeout is 10 minutes (DISTRIBUTED_TIMEOUT): long enough for rank 0 alone to save a
+checkpoint or evaluate while the others wait in a collective. The environment variable
+DETBENCH_DIST_TIMEOUT_S (seconds, a positive number) replaces it, e.g. a few seconds in
+tests, or more for a long evaluation on one rank. A rank that dies usually makes gloo
+fail at once (its sockets close) and torchrun stops the others; the timeout is for a
+rank that is alive but stuck, or for processes started without torchrun.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from detbench.utils.miscellaneous import mkdir, save_config, set_seed
 
 # Collective operations that take longer than this fail (a rank died or is stuck).
 DISTRIBUTED_TIMEOUT = datetime.timedelta(minutes=10)
+TIMEOUT_ENV = "DETBENCH_DIST_TIMEOUT_S"  # overrides DISTRIBUTED_TIMEOUT, in seconds
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
@@ -47,16 +55,35 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     return parser.parse_args(front + [a for a in argv if a not in flags])
 
 
+def distributed_timeout() -> datetime.timedelta:
+    """DETBENCH_DIST_TIMEOUT_S seconds when that variable is set, else DISTRIBUTED_TIMEOUT."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return DISTRIBUTED_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (0 < seconds < float("inf")):  # also NaN
+        raise ValueError(f"{TIMEOUT_ENV}={value!r}: expected a positive number of seconds")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init_distributed(device: str) -> bool:
-    """Join the process group torchrun describes; True when there is more than one process."""
+    """Join the process group described by the environment (torchrun's WORLD_SIZE, RANK,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT); True when there is more than one process.
+
+    Collectives fail after :func:`distributed_timeout` instead of waiting forever.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return False
+    timeout = distributed_timeout()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     on_gpu = device.startswith("cuda")
     if on_gpu:
         torch.cuda.set_device(local_rank)
-    torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=DISTRIBUTED_TIMEOUT)
+    torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=timeout)
     return True
 
 

@@ -22,6 +22,11 @@ class DistributedSampler(Sampler[int]):
       twice per epoch. ``pad=False`` (testing): no repeats, so ranks may differ by one index
       and every image is visited exactly once across all ranks.
 
+    Batched with ``BatchSampler(sampler, b)``, rank r's k-th batch holds positions
+    ``kWb + r, kWb + r + W, ...``: the ranks' k-th batches together are the k-th batch of
+    ``W * b`` of a single process (except where padding repeats images at the end of an
+    epoch). :class:`GroupedBatchSampler` splits global batches itself (see there).
+
     Without ``num_replicas``/``rank`` they come from torch.distributed (1 and 0 when it is
     not initialised).
     """
@@ -46,14 +51,15 @@ class DistributedSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _order(self) -> list[int]:
+    def global_order(self) -> list[int]:
+        """The order of this epoch that all ranks share, before padding and splitting."""
         if not self.shuffle:
             return list(range(self.size))
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        order = self._order()
+        order = self.global_order()
         if self.pad and self.size > 0:
             total = len(self) * self.num_replicas
             # Repeat the whole order as often as needed (more than once only when size < W).

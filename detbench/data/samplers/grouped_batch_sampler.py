@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Iterator, Sequence
 
 from torch.utils.data import Sampler
+
+from .distributed import DistributedSampler
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -15,6 +18,15 @@ class GroupedBatchSampler(Sampler[list[int]]):
     order in which they fill. At the end of the sampler, the incomplete buffers are emitted
     (groups in the order in which they first appeared) unless ``drop_uneven``. Grouping portrait with portrait
     and landscape with landscape images keeps the padding of a batch small.
+
+    Over a :class:`DistributedSampler` of W ranks, ``batch_size`` is the per-rank batch:
+    the sampler's shared order (:meth:`DistributedSampler.global_order`) is grouped into
+    global batches of ``W * batch_size``, exactly as one process with that batch size
+    would, and rank r yields part r of each (positions ``r * batch_size ...``). So W
+    processes train on the same global batches as one, every global batch is one group,
+    and all ranks have the same number of batches per epoch. An incomplete global batch
+    of n images is extended by repeating its own images up to ``W * ceil(n / W)``, so that
+    every rank gets ``ceil(n / W)`` images (the sampler's own padding is not used).
     """
 
     def __init__(
@@ -25,22 +37,38 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.sampler, self.group_ids = sampler, list(group_ids)
         self.batch_size, self.drop_uneven = batch_size, drop_uneven
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _split(self) -> tuple[Iterable[int], int, int]:
+        """(indices to group, number of ranks sharing each batch, this rank)."""
+        if isinstance(self.sampler, DistributedSampler):
+            return self.sampler.global_order(), self.sampler.num_replicas, self.sampler.rank
+        return self.sampler, 1, 0
+
+    def _global_batches(self, order: Iterable[int], size: int) -> Iterator[list[int]]:
         buffers: dict[int, list[int]] = {}
-        for index in self.sampler:
+        for index in order:
             buffer = buffers.setdefault(self.group_ids[index], [])
             buffer.append(index)
-            if len(buffer) == self.batch_size:
+            if len(buffer) == size:
                 yield buffer
                 buffers[self.group_ids[index]] = []
         if not self.drop_uneven:
             # A dict keeps its keys' insertion order: groups in the order they first appeared.
             yield from (buffer for buffer in buffers.values() if buffer)
 
+    def __iter__(self) -> Iterator[list[int]]:
+        order, world, rank = self._split()
+        for batch in self._global_batches(order, self.batch_size * world):
+            per_rank = math.ceil(len(batch) / world)
+            # Only an incomplete batch is extended (cyclically, so n < W still works).
+            batch = (batch * world)[: per_rank * world]
+            yield batch[rank * per_rank : (rank + 1) * per_rank]
+
     def __len__(self) -> int:
+        order, world, _ = self._split()
+        size = self.batch_size * world
         counts: dict[int, int] = {}
-        for index in self.sampler:
+        for index in order:
             counts[self.group_ids[index]] = counts.get(self.group_ids[index], 0) + 1
         if self.drop_uneven:
-            return sum(c // self.batch_size for c in counts.values())
-        return sum(-(-c // self.batch_size) for c in counts.values())  # ceil division
+            return sum(c // size for c in counts.values())
+        return sum(-(-c // size) for c in counts.values())  # ceil division
