@@ -294,7 +294,8 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
 # Pad each batch so its height and width are multiples of this (0: no rounding; 32 for FPN).
 _C.DATALOADER.SIZE_DIVISIBILITY = 0
-# Batch portrait images with portrait ones and landscape with landscape (bool).
+# Batch portrait images with portrait ones and landscape with landscape (bool). Groups are
+# formed over the global batch (all processes), so N processes see the batches 1 process would.
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,39 @@
+# Shared setup for tools/quickstart.sh, tools/run_tests.sh and .ci/run; source it from bash.
+#
+# Creates (once) a virtual environment with requirements.txt + requirements-dev.txt,
+# keyed by the content of those files and kept under $DETBENCH_VENV_ROOT (default
+# ~/.cache/detbench), so the ~5 GB torch download happens once per machine; activates
+# it; then builds detbench._C in place (a no-op when nothing changed).
+# PYTHON picks the interpreter used to create the environment (default python3, 3.10+).
+
+_detbench_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_python=${PYTHON:-python3}
+
+if ! command -v "$_python" >/dev/null 2>&1; then
+  echo "detbench setup: '$_python' not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2
+  return 1 2>/dev/null || exit 1
+fi
+if ! "$_python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "detbench setup: $("$_python" --version 2>&1) is too old; detbench needs Python 3.10+ (set PYTHON=...)" >&2
+  return 1 2>/dev/null || exit 1
+fi
+
+_key=$(cat "$_detbench_root/requirements.txt" "$_detbench_root/requirements-dev.txt" | sha256sum | cut -c1-16)
+DETBENCH_VENV="${DETBENCH_VENV_ROOT:-$HOME/.cache/detbench}/venv-$_key"
+if [ -f "$DETBENCH_VENV/.complete" ] && "$DETBENCH_VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+  echo "== reusing the environment $DETBENCH_VENV"
+else
+  echo "== creating the environment $DETBENCH_VENV (downloads torch, about 5 GB, once)"
+  rm -rf "$DETBENCH_VENV"
+  mkdir -p "$(dirname "$DETBENCH_VENV")"
+  "$_python" -m venv "$DETBENCH_VENV"
+  "$DETBENCH_VENV/bin/python" -m pip install -q --upgrade pip
+  "$DETBENCH_VENV/bin/python" -m pip install -q -r "$_detbench_root/requirements.txt" \
+    -r "$_detbench_root/requirements-dev.txt"
+  touch "$DETBENCH_VENV/.complete"  # written last: a half-made environment is rebuilt next time
+fi
+# shellcheck disable=SC1091
+source "$DETBENCH_VENV/bin/activate"
+
+echo "== building detbench._C (CPU kernels; CUDA kernels too when a GPU and nvcc are found)"
+(cd "$_detbench_root" && pip install -q -e . --no-build-isolation)
