@@ -1,8 +1,7 @@
-"""Times detbench's compiled ops against ``torchvision.ops`` on the same inputs.
+"""The ops cases of tools/benchmark.py: detbench's compiled ops against ``torchvision.ops``.
 
-Prints one table per device with the median wall time (milliseconds) over
-``--repeats`` timed calls, after ``--warmup`` untimed calls, and the ratio
-detbench / torchvision (below 1: detbench is faster). Both libraries get exactly the
+Each case gives the median wall time (milliseconds) over ``repeats`` timed calls, after
+``warmup`` untimed calls, for both libraries. Both libraries get exactly the
 same tensors, and their calls alternate so that other load on the machine affects
 both alike. On CUDA every call is followed by ``torch.cuda.synchronize()`` inside
 the timed region.
@@ -23,24 +22,17 @@ Cases:
     sampling_ratio 2, aligned False and True. The backward row times the
     ``roi_align_backward`` operators themselves with a fixed random gradient.
 
-Example:
-    python tools/benchmark_ops.py --repeats 10
-    python tools/benchmark_ops.py --device cpu --threads 1
-    python tools/benchmark_ops.py --ops nms batched_nms
+Run through tools/benchmark.py (``--sections ops``, ``--ops nms roi_align``).
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Callable
 
 import torch
 import torchvision
-from tabulate import tabulate
-
-from detbench.extension import assert_has_ops
 
 OPS = ["nms", "batched_nms", "roi_align"]
 IMAGE_H, IMAGE_W = 800, 1344  # the feature map below is this image at stride 4
@@ -158,7 +150,10 @@ def roi_align_cases(device: torch.device) -> list[tuple[str, Callable, Callable]
     return cases
 
 
-def run(device: torch.device, ops: list[str], repeats: int, warmup: int) -> None:
+def ops_rows(device: torch.device, ops: list[str], repeats: int, warmup: int,
+             peak_mib: Callable[[Callable[[], object]], float] | None = None) -> list[list]:
+    """One row per case: [name, detbench ms, torchvision ms], plus each library's peak memory of one
+    call in MiB when ``peak_mib`` (a function measuring it for a callable) is given."""
     cases = []
     if "nms" in ops:
         cases += nms_cases(device)
@@ -169,35 +164,8 @@ def run(device: torch.device, ops: list[str], repeats: int, warmup: int) -> None
     rows = []
     for name, ours, theirs in cases:
         t_ours, t_theirs = paired_median_ms(ours, theirs, device, repeats, warmup)
-        rows.append([name, f"{t_ours:.2f}", f"{t_theirs:.2f}", f"{t_ours / t_theirs:.2f}"])
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"\n{device.type}{threads}: median of {repeats} runs after {warmup} warm-up runs")
-    print(tabulate(rows, headers=["case", "detbench ms", "torchvision ms", "ratio"], disable_numparse=True))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all",
-                        help="all = cpu, plus cuda when available")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per case (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU")
-    parser.add_argument("--ops", nargs="+", choices=OPS, default=OPS)
-    args = parser.parse_args()
-    assert_has_ops()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
-    devices = [] if args.device == "cuda" else ["cpu"]
-    if args.device in ("all", "cuda"):
-        if torch.cuda.is_available():
-            devices.append("cuda")
-        elif args.device == "cuda":
-            raise SystemExit("--device cuda: no CUDA device is available")
-    with torch.no_grad():
-        for device in devices:
-            run(torch.device(device), args.ops, args.repeats, args.warmup)
-
-
-if __name__ == "__main__":
-    main()
+        row = [name, t_ours, t_theirs]
+        if peak_mib is not None:
+            row += [peak_mib(ours), peak_mib(theirs)]
+        rows.append(row)
+    return rows

@@ -33,9 +33,13 @@ class FrozenBatchNorm2d(nn.Module):
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(scale, shift)``, both [C], with ``forward(x) == x * scale + shift``."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_and_shift()
         # [C] -> [1, C, 1, 1] to broadcast over batch and spatial dimensions.
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
@@ -62,6 +66,24 @@ class FrozenBatchNorm2d(nn.Module):
             if converted is not child:
                 setattr(module, name, converted)
         return module
+
+
+def conv2d_frozen_bn(x: torch.Tensor, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> torch.Tensor:
+    """``bn(conv(x))`` as one convolution: [N, C_in, H, W] -> [N, C_out, H', W'].
+
+    The frozen batch norm is an affine map per output channel, so it folds into the
+    convolution: weight ``w * scale`` and bias ``b * scale + shift`` (``shift`` alone when
+    the conv has no bias). The folded weight is recomputed on every call from the current
+    tensors, so gradients reach ``conv.weight`` (and ``conv.bias``) exactly as through the
+    unfolded pair, and loading new weights needs no refresh. This saves two full passes
+    over the output (the multiply and the add of :meth:`FrozenBatchNorm2d.forward`) for
+    one multiply over the much smaller weight. Forward hooks on ``bn`` do not run.
+    """
+    scale, shift = bn.scale_and_shift()
+    # [C_out] -> [C_out, 1, 1, 1]: one factor per output channel, i.e. per filter.
+    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv._conv_forward(x, weight, bias.to(conv.weight.dtype))
 
 
 def group_norm(

@@ -81,9 +81,13 @@ class FPN(nn.Module):
         top_down = getattr(self, f"fpn_inner{last}")(features[-1])
         results = [getattr(self, f"fpn_layer{last}")(top_down)]
         for level in range(last - 1, 0, -1):
-            lateral = getattr(self, f"fpn_inner{level}")(features[level - 1])
+            inner = getattr(self, f"fpn_inner{level}")
+            lateral = inner(features[level - 1])
             # Upsample to the lateral's size rather than by 2: an odd input side halves to ceil(side / 2).
-            top_down = lateral + F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
+            upsampled = F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
+            # A bare conv's output can take the sum in place (its backward needs its input, not its
+            # output); after a ReLU it cannot, the ReLU's backward reads it.
+            top_down = lateral.add_(upsampled) if isinstance(inner, nn.Conv2d) else lateral + upsampled
             results.insert(0, getattr(self, f"fpn_layer{level}")(top_down))
         if self.top_blocks is not None:
             results.extend(self.top_blocks(results[-1]))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detbench.layers import FrozenBatchNorm2d
+from detbench.layers.norm import conv2d_frozen_bn
 from detbench.modeling.utils import group_norm_factory
 from detbench.utils.registry import Registry
 
@@ -56,6 +57,13 @@ _BLOCKS_PER_STAGE = {
 }
 
 
+def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
+    """``norm(conv(x))``; a FrozenBatchNorm2d is folded into the convolution (one pass, same result)."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        return conv2d_frozen_bn(x, conv, norm)
+    return norm(conv(x))
+
+
 def _stage_specs(blocks: tuple[int, ...], last_index: int, every_stage: bool) -> tuple[StageSpec, ...]:
     return tuple(StageSpec(i, blocks[i - 1], every_stage or i == last_index) for i in range(1, last_index + 1))
 
@@ -82,7 +90,7 @@ class Stem(nn.Module):
         nn.init.kaiming_uniform_(self.conv1.weight, a=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu_(self.bn1(self.conv1(x)))
+        x = F.relu_(conv_norm(x, self.conv1, self.bn1))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
@@ -124,11 +132,11 @@ class Bottleneck(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(self.bn1(self.conv1(x)))
-        out = F.relu_(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu_(out + identity)
+        out = F.relu_(conv_norm(x, self.conv1, self.bn1))
+        out = F.relu_(conv_norm(out, self.conv2, self.bn2))
+        out = conv_norm(out, self.conv3, self.bn3)
+        # In place: neither a convolution (frozen BN folded in) nor GroupNorm needs its output for backward.
+        return F.relu_(out.add_(_shortcut_forward(self.downsample, x)))
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int, norm: NormFactory) -> nn.Module | None:
@@ -138,6 +146,11 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, norm: NormFactor
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), norm(out_channels)
     )
+
+
+def _shortcut_forward(downsample: nn.Sequential | None, x: torch.Tensor) -> torch.Tensor:
+    """The shortcut branch of a block: ``x`` itself, or its projection (conv at .0, norm at .1)."""
+    return x if downsample is None else conv_norm(x, downsample[0], downsample[1])
 
 
 class BasicBlock(nn.Module):
@@ -183,10 +196,10 @@ class BasicBlock(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu_(out + identity)
+        out = F.relu_(conv_norm(x, self.conv1, self.bn1))
+        out = conv_norm(out, self.conv2, self.bn2)
+        # In place: neither a convolution (frozen BN folded in) nor GroupNorm needs its output for backward.
+        return F.relu_(out.add_(_shortcut_forward(self.downsample, x)))
 
 
 def frozen_bn_factory(cfg) -> NormFactory:
