@@ -26,7 +26,10 @@ else
   echo "== creating the environment $DETBENCH_VENV (downloads torch, about 5 GB, once)"
   rm -rf "$DETBENCH_VENV"
   mkdir -p "$(dirname "$DETBENCH_VENV")"
-  "$_python" -m venv "$DETBENCH_VENV"
+  if ! "$_python" -m venv "$DETBENCH_VENV"; then
+    echo "detbench setup: '$_python -m venv' failed; on Debian/Ubuntu install python3-venv" >&2
+    return 1 2>/dev/null || exit 1
+  fi
   "$DETBENCH_VENV/bin/python" -m pip install -q --upgrade pip
   "$DETBENCH_VENV/bin/python" -m pip install -q -r "$_detbench_root/requirements.txt" \
     -r "$_detbench_root/requirements-dev.txt"
@@ -35,5 +38,16 @@ fi
 # shellcheck disable=SC1091
 source "$DETBENCH_VENV/bin/activate"
 
-echo "== building detbench._C (CPU kernels; CUDA kernels too when a GPU and nvcc are found)"
-(cd "$_detbench_root" && pip install -q -e . --no-build-isolation)
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+  echo "detbench setup: no C++ compiler ('${CXX:-c++}') to build detbench._C; install g++ (or set CXX)" >&2
+  return 1 2>/dev/null || exit 1
+fi
+_so=$(ls "$_detbench_root"/detbench/_C*.so 2>/dev/null | head -1)
+_installed=$(cd / && python -c "import detbench, os; print(os.path.dirname(os.path.dirname(os.path.abspath(detbench.__file__))))" 2>/dev/null || true)
+if [ -n "$_so" ] && [ "$_installed" = "$_detbench_root" ] \
+    && [ -z "$(find "$_detbench_root/csrc" "$_detbench_root/setup.py" -newer "$_so" -print -quit)" ]; then
+  echo "== detbench._C is up to date ($_so)"
+else
+  echo "== building detbench._C (CPU kernels; CUDA kernels too when a GPU and nvcc are found)"
+  (cd "$_detbench_root" && pip install -q -e . --no-build-isolation)
+fi
