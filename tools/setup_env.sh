@@ -42,7 +42,7 @@ if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
   echo "detbench setup: no C++ compiler ('${CXX:-c++}') to build detbench._C; install g++ (or set CXX)" >&2
   return 1 2>/dev/null || exit 1
 fi
-_so=$(ls "$_detbench_root"/detbench/_C*.so 2>/dev/null | head -1)
+_so=$(ls "$_detbench_root"/detbench/_C*.so 2>/dev/null | head -1 || true)  # none in a fresh clone
 _installed=$(cd / && python -c "import detbench, os; print(os.path.dirname(os.path.dirname(os.path.abspath(detbench.__file__))))" 2>/dev/null || true)
 if [ -n "$_so" ] && [ "$_installed" = "$_detbench_root" ] \
     && [ -z "$(find "$_detbench_root/csrc" "$_detbench_root/setup.py" -newer "$_so" -print -quit)" ]; then
