@@ -71,6 +71,12 @@ def test_predictions_on_a_folder(tmp_path):
     drawn, source = np.asarray(Image.open(out / "a.png")), np.asarray(Image.open(folder / "a.png"))
     assert (drawn != source).any(), "nothing was drawn"
     assert f"Wrote the images to {out}" in run.stdout and "detection(s)" in run.stdout
+    # --num-images takes the first files in name order (the quickstart draws 8 of 200).
+    first = tmp_path / "first"
+    run = _run(["--input", str(folder), "--output", str(first), "--num-images", "1",
+                *TINY, "MODEL.WEIGHT", str(_weights(tmp_path))], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert [p.name for p in first.iterdir()] == ["a.png"]
 
 
 def test_ground_truth_of_a_shapes_split(tmp_path):
