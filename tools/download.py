@@ -26,9 +26,8 @@ def _penn_fudan(args: argparse.Namespace) -> None:
     root = Path(args.root) if args.root else datasets_root()
     folder = penn_fudan.download(root, url=args.url)
     print(f"Penn-Fudan is in {folder}")
-    if not args.root:
-        return
-    print(f"point the catalog at it: export DETBENCH_DATASETS={root.resolve()}")
+    if args.root:  # elsewhere than the catalog's root
+        print(f"point the catalog at it: export DETBENCH_DATASETS={root.resolve()}")
 
 
 def _weights(args: argparse.Namespace) -> None:

@@ -6,17 +6,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
 from detbench.engine.launch import argument_parser, parse_args, run_test, setup
-from detbench.engine.trainer import do_train
+from detbench.engine.trainer import MetricsFile, do_train
 from detbench.modeling.detector import build_detection_model
 from detbench.solver import make_lr_scheduler, make_optimizer
 from detbench.utils import comm
 from detbench.utils.checkpoint import Checkpointer
-from detbench.utils.plot_metrics import append_eval, plot_metrics
+from detbench.utils.plot_metrics import plot_metrics
 
 
 def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
@@ -52,9 +51,9 @@ def write_curves(cfg, final_iter: int, results: dict, logger) -> None:
     if not cfg.OUTPUT_DIR or not comm.is_main_process():
         return
     try:
-        metrics = Path(cfg.OUTPUT_DIR) / "metrics.jsonl"
-        if results and append_eval(metrics, final_iter, results):
-            logger.info("Final evaluation (iteration %d) appended to %s", final_iter, metrics)
+        metrics = MetricsFile(cfg.OUTPUT_DIR)
+        if results and metrics.append_eval(final_iter, results):
+            logger.info("Final evaluation (iteration %d) appended to %s", final_iter, metrics.path)
         logger.info("Training curves: %s", plot_metrics(cfg.OUTPUT_DIR))
     except Exception as exc:  # drawing is a convenience: any error is reported, never raised
         logger.warning("Could not draw the training curves: %s: %s", type(exc).__name__, exc)

@@ -10,6 +10,7 @@ import resource
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Iterable
@@ -115,6 +116,22 @@ class MetricsFile:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def append_eval(self, iteration: int, results: dict) -> bool:
+        """Write ``{"iteration": iteration, "eval": results}`` unless the file already has an
+        evaluation of ``iteration`` (a rerun of a finished training) or ``results`` holds
+        nothing (``{}``, or ``{dataset: {}}``). True when a line was written."""
+        if self.path is None or not comm.is_main_process() or not any(results.values()):
+            return False
+        if self.path.is_file():
+            from detbench.utils.plot_metrics import read_metrics
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # bad lines are reported when plotting
+                if any("eval" in r and r["iteration"] == iteration for r in read_metrics(self.path)):
+                    return False
+        self.write({"iteration": iteration, "eval": results})
+        return True
 
 
 def do_train(

@@ -49,24 +49,6 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def append_eval(path: str | Path, iteration: int, results: Mapping[str, Any]) -> bool:
-    """Append ``{"iteration": iteration, "eval": results}`` to the metrics file ``path`` unless
-    it already has an evaluation record for ``iteration`` or ``results`` holds nothing.
-    Returns True when a line was written."""
-    path = Path(path)
-    if not any(results.values()):  # {} or {dataset: {}} (e.g. a rank that evaluated nothing)
-        return False
-    if path.is_file():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # bad lines are reported when plotting
-            records = read_metrics(path)
-        if any("eval" in r and r["iteration"] == iteration for r in records):
-            return False
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"iteration": iteration, "eval": results}) + "\n")
-    return True
-
-
 def _number(value: Any) -> float | None:
     """A finite float, else None (null, NaN, inf, strings; COCO's -1 'no ground truth' too)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from detbench.engine.trainer import do_train
+from detbench.engine.trainer import MetricsFile, do_train
 from detbench.solver.lr_scheduler import WarmupMultiStepLR
 from detbench.structures import BoxList, to_image_list
 from detbench.utils.checkpoint import Checkpointer
@@ -66,3 +66,15 @@ def test_non_finite_loss_names_term_and_iteration_and_keeps_checkpoint(tmp_path)
         _train(tmp_path, model, 5)
     assert (tmp_path / "last_checkpoint").read_text().strip().endswith("model_0000002.pth")
     assert not (tmp_path / "model_final.pth").exists()
+
+
+def test_append_eval_once_per_iteration(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    metrics = MetricsFile(tmp_path)
+    path.write_text(json.dumps({"iteration": 10, "loss": 1.0}) + "\n")
+    results = {"val": {"bbox": {"AP": 0.5}}}
+    assert metrics.append_eval(10, results)
+    assert not metrics.append_eval(10, results)  # already there (e.g. the trainer wrote it)
+    assert not metrics.append_eval(20, {"val": {}})  # nothing evaluated
+    assert [json.loads(line) for line in path.read_text().splitlines()][-1] == {"iteration": 10, "eval": results}
+    assert len(path.read_text().splitlines()) == 2

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +78,7 @@ def test_a_broken_archive_fails_with_a_message_and_leaves_nothing(tmp_path, monk
     assert not (tmp_path / "datasets" / "PennFudanPed").exists()
 
 
-@pytest.mark.parametrize("name", ["torchvision://no_such_model"])
-def test_unknown_weights_name_lists_the_known_ones(tmp_path, name, monkeypatch, capsys):
-    code, _, err = _run("weights", name, env_root=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+def test_unknown_weights_name_lists_the_known_ones(tmp_path, monkeypatch, capsys):
+    code, _, err = _run("weights", "torchvision://no_such_model", env_root=tmp_path, monkeypatch=monkeypatch,
+                        capsys=capsys)
     assert code != 0 and "maskrcnn_resnet50_fpn_coco" in err

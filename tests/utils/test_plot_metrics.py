@@ -15,7 +15,6 @@ from PIL import Image
 from detbench.utils.plot_metrics import (
     COLUMNS,
     PANEL_SIZE,
-    append_eval,
     collect_panels,
     nice_ticks,
     plot_metrics,
@@ -87,17 +86,6 @@ def test_without_evaluations_and_errors(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "time": 0.3}) + "\n")
     with pytest.raises(ValueError, match="nothing|no loss"):
         plot_metrics(tmp_path)
-
-
-def test_append_eval_once_per_iteration(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text(json.dumps({"iteration": 10, "loss": 1.0}) + "\n")
-    results = {"val": {"bbox": {"AP": 0.5}}}
-    assert append_eval(path, 10, results)
-    assert not append_eval(path, 10, results)  # already there (e.g. the trainer wrote it)
-    assert not append_eval(path, 20, {"val": {}})  # nothing evaluated
-    assert [json.loads(line) for line in path.read_text().splitlines()][-1] == {"iteration": 10, "eval": results}
-    assert len(path.read_text().splitlines()) == 2
 
 
 def test_nice_ticks_and_smooth():
