@@ -80,6 +80,23 @@ def test_matches_torchvision(dtype, aligned, sampling_ratio):
     assert_close(ours_x.grad, theirs_x.grad)
 
 
+def test_planes_larger_than_a_channel_block_match_torchvision():
+    # The CPU kernels handle channels in blocks of about 2 MiB of planes: 1 MiB float64
+    # planes make blocks of 2 channels, so 3 channels take a full and a partial block.
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(2, 3, 256, 512, generator=g, dtype=torch.float64)
+    rois = random_rois(g, 30, batch=2, extent=512.0)
+    ours_x, theirs_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = roi_align(ours_x, rois, (7, 7), 1.0, 2, True)
+    theirs = torchvision.ops.roi_align(theirs_x, rois, (7, 7), 1.0, 2, True)
+    assert ours.abs().sum() > 0
+    assert_close(ours, theirs)
+    grad = torch.rand(ours.shape, generator=g, dtype=torch.float64)
+    ours.backward(grad)
+    theirs.backward(grad)
+    assert_close(ours_x.grad, theirs_x.grad)
+
+
 def test_list_of_boxes_equals_tensor_rois():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(2, 3, 10, 10, generator=g)
@@ -150,8 +167,9 @@ def test_empty_inputs(input_shape, num_rois):
 
 
 def test_result_does_not_depend_on_thread_count():
-    # Large enough for several chunks per thread: 64 channels x 16 bins per RoI forward,
-    # 128 RoIs x 16 bins per channel backward (the kernels' grain is 32768 bins).
+    # Large enough to split (the kernels' grain is 32768 bins): forward, 128 RoIs of
+    # 64 channels x 16 bins; backward, one block of 64 channels on 1 thread and three
+    # blocks of 22 on 3 threads (each channel must still add the RoIs in one order).
     g = torch.Generator().manual_seed(6)
     x = torch.rand(2, 64, 16, 16, generator=g)
     rois = random_rois(g, 128, batch=2, extent=16.0, dtype=torch.float32)
