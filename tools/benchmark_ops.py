@@ -20,7 +20,9 @@ Cases:
   * roi_align forward and backward: 1000 RoIs on a 1x256x200x336 float32 map
     (stride 4 of an 800x1344 image, spatial_scale 0.25), output 7x7 and 14x14,
     sampling_ratio 2, aligned False and True. The backward row times the
-    ``roi_align_backward`` operators themselves with a fixed random gradient.
+    ``roi_align_backward`` operators themselves with a fixed random gradient. The
+    "channels-last map" rows give both libraries the same map in NHWC memory order, as
+    the CPU backbone produces it (torchvision copies it to NCHW first).
 
 Run through tools/benchmark.py (``--sections ops``, ``--ops nms roi_align``).
 """
@@ -128,6 +130,7 @@ def roi_align_cases(device: torch.device) -> list[tuple[str, Callable, Callable]
     g = torch.Generator().manual_seed(0)
     feats = torch.rand(1, 256, 200, 336, generator=g).to(device)
     rois = random_rois(1000, g).to(device)
+    feats_nhwc = feats.contiguous(memory_format=torch.channels_last)
     tv_backward = torch.ops.torchvision._roi_align_backward
     cases = []
     for size in (7, 14):
@@ -147,6 +150,13 @@ def roi_align_cases(device: torch.device) -> list[tuple[str, Callable, Callable]
                 lambda b=bwd_args: torch.ops.detbench.roi_align_backward(*b),
                 lambda b=bwd_args: tv_backward(*b),
             ))
+        # The CPU backbone's maps are channels-last: both libraries get the same NHWC map.
+        args = (0.25, size, size)
+        cases.append((
+            f"roi_align fwd {size}x{size} channels-last map",
+            lambda a=args: torch.ops.detbench.roi_align(feats_nhwc, rois, *a, 2, False),
+            lambda a=args: torch.ops.torchvision.roi_align(feats_nhwc, rois, *a, 2, False),
+        ))
     return cases
 
 

@@ -82,6 +82,28 @@ void forward_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& o
   });
 }
 
+// Forward on a channels-last (NHWC) input, which the CPU backbone produces: no NCHW
+// copy of the map; one RoI at a time, all channels (contiguous) together. Parallel
+// over RoIs.
+template <typename T>
+void forward_channels_last_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& output,
+                                double scale, int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
+  const int64_t channels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t bins = ph * pw;
+  const T* in = input.data_ptr<T>();
+  const T* roi_data = rois.data_ptr<T>();
+  T* out = output.data_ptr<T>();
+  at::parallel_for(0, rois.size(0), grain(channels * bins), [&](int64_t begin, int64_t end) {
+    RoiTaps<T> taps;
+    std::vector<T> line;
+    for (int64_t k = begin; k < end; ++k) {
+      taps.build(roi_data + k * 5, static_cast<T>(scale), ph, pw, sampling_ratio, aligned, height, width);
+      const T* image = in + taps.batch * input.stride(0);
+      taps.pool_channels_last(image, channels, ph, pw, out + k * channels * bins, line);
+    }
+  });
+}
+
 template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& grad_input, double scale,
                    int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
@@ -126,6 +148,11 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
     check_batch_indices(rois_c.data_ptr<scalar_t>(), num_rois, input.size(0), "roi_align");
     if (output.numel() == 0 || input.numel() == 0) {
       output.zero_();  // no channel, or an empty map: every sample is zero
+      return;
+    }
+    if (!input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+      forward_channels_last_impl<scalar_t>(input, rois_c, output, spatial_scale, pooled_height, pooled_width,
+                                           sampling_ratio, aligned);
       return;
     }
     forward_impl<scalar_t>(input.contiguous(), rois_c, output, spatial_scale, pooled_height, pooled_width,

@@ -183,6 +183,45 @@ struct RoiTaps {
     }
   }
 
+  // All channels of a channels-last map at once: pixel i of `src` holds its `channels`
+  // values at src[i * channels ...], and bin b of channel c goes to dst[c * ph * pw + b]
+  // (the [C, ph, pw] output of one RoI). Same two steps as pool, each one a loop over
+  // contiguous channels. `line`: scratch of (column taps + 1) * channels.
+  void pool_channels_last(const T* src, int64_t channels, int64_t ph, int64_t pw, T* dst,
+                          std::vector<T>& line) const {
+    const int64_t n = static_cast<int64_t>(col_index.size()), bins = ph * pw;
+    line.resize((n + 1) * channels);
+    T* acc = line.data();               // [n, channels]: vertical interpolation at each column tap
+    T* bin = acc + n * channels;        // [channels]: one bin
+    for (int64_t y = 0; y < ph; ++y) {
+      std::fill(acc, acc + n * channels, T(0));
+      for (int64_t r = row_start[y]; r < row_start[y + 1]; ++r) {
+        const T w = rows[r].weight;
+        for (int64_t q = 0; q < n; ++q) {
+          // rows[r].index + col_index[q] is a pixel (< 2^31); times channels needs int64.
+          const T* pixel = src + (static_cast<int64_t>(rows[r].index) + col_index[q]) * channels;
+          T* a = acc + q * channels;
+          for (int64_t c = 0; c < channels; ++c) {
+            a[c] += w * pixel[c];
+          }
+        }
+      }
+      for (int64_t x = 0; x < pw; ++x) {
+        std::fill(bin, bin + channels, T(0));
+        for (int64_t q = col_start[x]; q < col_start[x + 1]; ++q) {
+          const T w = col_weight[q];
+          const T* a = acc + q * channels;
+          for (int64_t c = 0; c < channels; ++c) {
+            bin[c] += w * a[c];
+          }
+        }
+        for (int64_t c = 0; c < channels; ++c) {
+          dst[c * bins + y * pw + x] = bin[c];
+        }
+      }
+    }
+  }
+
   // Adds the gradient `grad` of the ph x pw bins into channel plane `dst`: the
   // transpose of pool. `line`: scratch.
   void unpool(const T* grad, int64_t ph, int64_t pw, T* dst, std::vector<T>& line) const {

@@ -80,6 +80,26 @@ def test_matches_torchvision(dtype, aligned, sampling_ratio):
     assert_close(ours_x.grad, theirs_x.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_channels_last_input_matches_torchvision(dtype, aligned, sampling_ratio):
+    # Channels-last maps (what the CPU backbone produces) take their own forward kernel.
+    g = torch.Generator().manual_seed(9)
+    x = torch.rand(2, 5, 20, 24, generator=g, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    assert not x.is_contiguous()
+    rois = random_rois(g, 40, batch=2, extent=96.0, dtype=dtype)
+    ours_x, theirs_x = x.clone().requires_grad_(), x.contiguous().requires_grad_()
+    ours = roi_align(ours_x, rois, (5, 4), 0.25, sampling_ratio, aligned)
+    theirs = torchvision.ops.roi_align(theirs_x, rois, (5, 4), 0.25, sampling_ratio, aligned)
+    assert ours.is_contiguous()
+    assert_close(ours, theirs)
+    grad = torch.rand(ours.shape, generator=g, dtype=dtype)
+    ours.backward(grad)
+    theirs.backward(grad)
+    assert_close(ours_x.grad, theirs_x.grad)
+
+
 def test_planes_larger_than_a_channel_block_match_torchvision():
     # The CPU kernels handle channels in blocks of about 2 MiB of planes: 1 MiB float64
     # planes make blocks of 2 channels, so 3 channels take a full and a partial block.
