@@ -146,6 +146,9 @@ def test_opcheck():
     x = torch.rand(2, 3, 7, 8, generator=g, requires_grad=True)
     rois = random_rois(g, 6, batch=2, extent=14.0, dtype=torch.float32)
     torch.library.opcheck(torch.ops.detbench.roi_align.default, (x, rois, 0.5, 3, 2, 2, True))
+    # A channels-last map takes another kernel; its output must still match the fake kernel's.
+    x_nhwc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.library.opcheck(torch.ops.detbench.roi_align.default, (x_nhwc, rois, 0.5, 3, 2, 2, True))
     grad = torch.rand(6, 3, 3, 2, generator=g, requires_grad=True)
     torch.library.opcheck(torch.ops.detbench.roi_align_backward.default,
                           (grad, rois, 0.5, 3, 2, 2, 3, 7, 8, 2, False))
