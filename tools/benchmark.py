@@ -61,20 +61,6 @@ _PREFIX = "@@benchmark "  # marks a child's result lines on its stdout
 _MMAP_THRESHOLD = -3  # glibc's M_MMAP_THRESHOLD mallopt parameter
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of one call of ``fn``, the device synchronised before and after."""
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def _status_kib(key: str) -> int:
     return int(re.search(rf"^{key}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
 
@@ -83,11 +69,11 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
     """Peak memory of one call of ``fn`` over what was allocated before, in MiB (module docstring)."""
     gc.collect()
     if device.type == "cuda":
-        _sync(device)
+        benchmark_ops.sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         fn()
-        _sync(device)
+        benchmark_ops.sync(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if not sys.platform.startswith("linux"):
         return float("nan")
@@ -123,7 +109,7 @@ def child_main(args: argparse.Namespace) -> None:
     for line in sys.stdin:
         command = line.strip()
         if command in ("first", "time"):
-            _send(seconds=timed(step, device))
+            _send(seconds=benchmark_ops.timed(step, device))
         elif command == "memory":
             _send(mib=peak_mib(step, device))
         elif command == "eval":
@@ -139,7 +125,7 @@ def _eval_pass(step: Callable[[], tuple[int, int]], device: torch.device) -> dic
     def whole_pass() -> None:
         start = time.perf_counter()
         result["images"], result["detections"] = step()
-        _sync(device)
+        benchmark_ops.sync(device)
         result["seconds"] = time.perf_counter() - start
 
     result["mib"] = peak_mib(whole_pass, device)

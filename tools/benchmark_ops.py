@@ -40,6 +40,21 @@ OPS = ["nms", "batched_nms", "roi_align"]
 IMAGE_H, IMAGE_W = 800, 1344  # the feature map below is this image at stride 4
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of ``fn``, the device synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def clustered_boxes(n: int, generator: torch.Generator, boxes_per_cluster: int = 50) -> torch.Tensor:
     """[n, 4] boxes: n / boxes_per_cluster random boxes, each copied with +-10 % jitter."""
     clusters = max(n // boxes_per_cluster, 1)
@@ -66,17 +81,12 @@ def paired_median_ms(
     The two calls alternate, so that a load change on a shared machine hits both alike.
     On CUDA the device is synchronised before the clock stops.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         ours(), theirs()
-    sync()
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         for fn, bucket in zip((ours, theirs), times):
-            start = time.perf_counter()
-            fn()
-            sync()
-            bucket.append((time.perf_counter() - start) * 1e3)
+            bucket.append(timed(fn, device) * 1e3)
     return statistics.median(times[0]), statistics.median(times[1])
 
 

@@ -89,7 +89,7 @@ template <typename T>
 void forward_channels_last_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& output,
                                 double scale, int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
   const int64_t channels = input.size(1), height = input.size(2), width = input.size(3);
-  const int64_t bins = ph * pw;
+  const int64_t bins = ph * pw, image_stride = input.stride(0);  // H * W * C
   const T* in = input.data_ptr<T>();
   const T* roi_data = rois.data_ptr<T>();
   T* out = output.data_ptr<T>();
@@ -98,8 +98,7 @@ void forward_channels_last_impl(const at::Tensor& input, const at::Tensor& rois,
     std::vector<T> line;
     for (int64_t k = begin; k < end; ++k) {
       taps.build(roi_data + k * 5, static_cast<T>(scale), ph, pw, sampling_ratio, aligned, height, width);
-      const T* image = in + taps.batch * input.stride(0);
-      taps.pool_channels_last(image, channels, ph, pw, out + k * channels * bins, line);
+      taps.pool_channels_last(in + taps.batch * image_stride, channels, ph, pw, out + k * channels * bins, line);
     }
   });
 }
