@@ -47,12 +47,12 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """NMS within each category: boxes with different ``idxs`` never suppress each other.
 
-    One call of ``torch.ops.detbench.batched_nms``. The CPU kernel sorts the boxes by
-    (category, decreasing score) and runs :func:`nms`'s greedy loop on each category on
-    its own, so its decisions are exactly those of one :func:`nms` call per category.
-    The CUDA kernel moves each category's boxes apart by a coordinate offset (computed
-    in at least float32) and runs one nms: IoUs within rounding of the threshold can be
-    decided differently there when the offsets are large.
+    One call of ``torch.ops.detbench.batched_nms``. Both kernels sort the boxes by
+    (category, decreasing score) and run :func:`nms`'s greedy loop on each category on
+    its own, on the original coordinates (no offset trick), so their decisions are
+    exactly those of one :func:`nms` call per category. On CUDA the suppression bitmask
+    covers only the pairs within a category: 80k boxes in 80 categories of 1k need
+    10 MB of mask, not the 800 MB of a mask over all pairs.
 
     Args:
         boxes: ``[N, 4]`` (x1, y1, x2, y2); scores: ``[N]``, same dtype and device.

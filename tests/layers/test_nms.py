@@ -298,11 +298,9 @@ def test_batched_nms_rejects_mismatched_idxs():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize("n", [1, 64, 65, 3000])
 def test_cuda_batched_nms_matches_cpu(dtype, n):
+    """Both kernels work on the original coordinates, so the decisions agree exactly."""
     g = torch.Generator().manual_seed(n)
     boxes = clustered_boxes(g, n, torch.float64, clusters=max(n // 50, 1))
-    # Coordinates on a 1/8 grid, small enough that the CUDA kernel's category offsets are
-    # exact in float32: both devices then compute the same IoUs.
-    boxes = (boxes * 8).round() / 8
     scores = torch.rand(n, generator=g, dtype=torch.float64)
     idxs = torch.randint(-3, 20, (n,), generator=g)
     cpu_dtype = torch.float32 if dtype == torch.float16 else dtype  # no float16 kernel on CPU
@@ -321,3 +319,45 @@ def test_cuda_batched_nms_empty_and_device_mix():
     with pytest.raises(RuntimeError, match="idxs"):
         torch.ops.detbench.batched_nms(torch.rand(3, 4, device="cuda"), torch.rand(3, device="cuda"),
                                        torch.zeros(3, dtype=torch.int64), 0.5)
+
+
+@CUDA
+def test_cuda_batched_nms_mask_memory_is_per_category():
+    """80k boxes in 80 categories: the bitmask holds only within-category pairs.
+
+    A mask over all pairs would be 80000 x 1250 words = 800 MB; per category it is
+    80 x 1000 x 16 words = 10 MB. Sorting and indexing add a few [N] tensors.
+    """
+    g = torch.Generator().manual_seed(0)
+    n, categories = 80_000, 80
+    boxes = clustered_boxes(g, n, torch.float32, clusters=400).cuda()
+    scores = torch.rand(n, generator=g).cuda()
+    idxs = (torch.arange(n) % categories).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    got = batched_nms(boxes, scores, idxs, 0.5)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    assert extra < 64 * 2**20, f"batched_nms used {extra / 2**20:.0f} MB beyond its inputs"
+    expected = batched_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), 0.5)
+    assert torch.equal(got.cpu(), expected)
+
+
+@CUDA
+def test_cuda_batched_nms_wide_category_uses_global_words():
+    """A category wider than 4096 words (262144 boxes) keeps its `removed` words in global
+    memory, at its own offset beside smaller categories; checked against torchvision's
+    CUDA kernels on integer coordinates (exact IoUs in any evaluation order)."""
+    torchvision = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(1)
+    n_wide, n_small = 4097 * 64, 3000
+    boxes = (clustered_boxes(g, n_wide + n_small, torch.float64, clusters=2000)).round().float()
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    scores = torch.randperm(n_wide + n_small, generator=g).float()  # distinct: no tie order to disagree on
+    idxs = torch.cat([torch.full((n_wide,), 5), torch.randint(0, 4, (n_small,), generator=g)])
+    perm = torch.randperm(len(idxs), generator=g)  # categories interleaved in the input
+    boxes, scores, idxs = boxes[perm].cuda(), scores[perm].cuda(), idxs[perm].cuda()
+    got = batched_nms(boxes, scores, idxs, 0.5)
+    expected = torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(got.cpu(), expected.cpu())
