@@ -12,7 +12,10 @@ class BalancedPositiveNegativeSampler:
     (when there are enough of them).
 
     Random choice by ``torch.randperm`` (positives first, then negatives, image by image,
-    the same draws as torchvision's sampler), so ``torch.manual_seed`` makes it repeatable.
+    the same draws as torchvision's sampler on the CPU), so ``torch.manual_seed`` makes it
+    repeatable. The permutations are always drawn from the CPU generator and then moved to
+    the labels' device, so that a seed selects the same samples on a CPU and on a GPU
+    (tools/compare_devices.py relies on it); ``torch.where`` synchronises anyway.
     """
 
     def __init__(self, batch_size_per_image: int, positive_fraction: float) -> None:
@@ -36,8 +39,8 @@ class BalancedPositiveNegativeSampler:
             num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
             num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
 
-            pos_idx = positive[torch.randperm(positive.numel(), device=positive.device)[:num_pos]]
-            neg_idx = negative[torch.randperm(negative.numel(), device=negative.device)[:num_neg]]
+            pos_idx = positive[torch.randperm(positive.numel())[:num_pos].to(positive.device)]
+            neg_idx = negative[torch.randperm(negative.numel())[:num_neg].to(negative.device)]
 
             pos_mask = torch.zeros_like(labels_per_image, dtype=torch.bool)
             neg_mask = torch.zeros_like(labels_per_image, dtype=torch.bool)
