@@ -148,6 +148,47 @@ def test_same_outputs_as_torchvision(kind, weights):
                      atol=1e-3, rtol=1e-4)
 
 
+PENN_FUDAN = Path(__file__).resolve().parents[3] / "shared" / "data" / "PennFudanPed" / "PNGImages"
+
+
+@pytest.mark.skipif(not PENN_FUDAN.is_dir(), reason="needs ../shared/data/PennFudanPed")
+def test_full_size_float64_on_a_real_photo(tmp_path):
+    """torchvision's own sizes (800 / 1333, 1000 proposals, 100 detections), a Penn-Fudan photo
+    at 800 x 1216 (kept as it is by both), float64 end to end: every proposal and every
+    detection has its twin. At this size P6 is 13 x 19, where torchvision spaces anchor rows
+    800 // 13 = 61 px apart (MODEL.RPN.ANCHOR_STRIDES_FROM_SIZES); with 64 about 5 % of the
+    proposals and some detections differed."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    torch.manual_seed(0)
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
+    tv_model = MaskRCNN(backbone, num_classes=91)  # torchvision's test-time defaults
+    _randomise(tv_model)
+    torch.save(tv_model.state_dict(), tmp_path / "maskrcnn.pth")
+    db_model = _detbench_model("maskrcnn", tmp_path / "maskrcnn.pth", (
+        "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", "1000", "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "100")).double()
+    tv_model = tv_model.eval().double()
+    photo = Image.open(PENN_FUDAN / "FudanPed00001.png").convert("RGB").resize((1216, 800), Image.BILINEAR)
+    image = pil_to_tensor(photo).double() / 255
+    captured = {}
+    hooks = [tv_model.rpn.register_forward_hook(lambda m, i, o: captured.__setitem__("tv", o[0][0])),
+             db_model.rpn.register_forward_hook(lambda m, i, o: captured.__setitem__("db", o[0][0]))]
+    with torch.no_grad():
+        tv_out = tv_model([image])[0]
+        db_out = db_model([(image - MEAN.double()) / STD.double()])[0]
+    for hook in hooks:
+        hook.remove()
+
+    assert len(captured["tv"]) == 1000
+    assert_close(captured["db"].bbox, captured["tv"], atol=1e-5, rtol=0)  # same proposals, same order
+    assert len(db_out) == len(tv_out["boxes"]) == 100
+    index = _match(tv_out["boxes"], tv_out["labels"], db_out.bbox, db_out.get_field("labels"))
+    assert_close(db_out.bbox, tv_out["boxes"][index], atol=1e-5, rtol=0)
+    assert_close(db_out.get_field("scores"), tv_out["scores"][index], atol=1e-9, rtol=1e-7)
+    assert_close(db_out.get_field("mask"), tv_out["masks"][index], atol=1e-6, rtol=0)
+
+
 def test_fine_tuning_reinitialises_only_class_dependent_layers(weights, caplog):
     """A COCO Mask R-CNN into a 2-class config (torchvision's fine-tuning tutorial)."""
     _, path = weights["maskrcnn"]
