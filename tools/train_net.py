@@ -12,7 +12,7 @@ import torch
 from detbench.engine.launch import argument_parser, parse_args, run_test, setup
 from detbench.engine.trainer import MetricsFile, do_train
 from detbench.modeling.detector import build_detection_model
-from detbench.solver import make_lr_scheduler, make_optimizer
+from detbench.solver import make_gradient_clipper, make_lr_scheduler, make_optimizer
 from detbench.utils import comm
 from detbench.utils.checkpoint import Checkpointer
 from detbench.utils.plot_metrics import plot_metrics
@@ -41,7 +41,8 @@ def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
     test_fn = (lambda m: run_test(cfg, m, distributed)) if cfg.SOLVER.TEST_PERIOD > 0 else None
     do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
              arguments, log_period=cfg.SOLVER.LOG_PERIOD, output_dir=cfg.OUTPUT_DIR,
-             test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, amp=amp)
+             test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, amp=amp,
+             clip_gradients=make_gradient_clipper(cfg))
     return model, int(arguments["iteration"])
 
 

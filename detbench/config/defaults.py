@@ -337,6 +337,31 @@ _C.SOLVER.IMS_PER_BATCH = 16
 # Log the training metrics every this many iterations (int > 0).
 _C.SOLVER.LOG_PERIOD = 20
 
+# -- SOLVER: modern recipe options (optimizer, schedule, norm decay, gradient clipping) --
+# "SGD" (with MOMENTUM) or "AdamW" (with BETAS; weight decay decoupled, as torch.optim.AdamW).
+_C.SOLVER.OPTIMIZER = "SGD"
+# AdamW's (beta1, beta2), each in [0, 1).
+_C.SOLVER.BETAS = (0.9, 0.999)
+# Weight decay of normalisation layers' scales and shifts (BatchNorm, GroupNorm, LayerNorm);
+# negative: they are treated as other weights and biases (WEIGHT_DECAY, WEIGHT_DECAY_BIAS).
+_C.SOLVER.WEIGHT_DECAY_NORM = -1.0
+# "WarmupMultiStepLR" (STEPS, GAMMA) or "WarmupCosineLR" (a cosine from BASE_LR at iteration 0
+# to BASE_LR_END at MAX_ITER); both start with the WARMUP_* warm-up.
+_C.SOLVER.LR_SCHEDULER = "WarmupMultiStepLR"
+# Final learning rate of WarmupCosineLR (float >= 0, below BASE_LR).
+_C.SOLVER.BASE_LR_END = 0.0
+# Gradient clipping before each optimizer step (detectron2's keys), on unscaled gradients.
+_C.SOLVER.CLIP_GRADIENTS = CN()
+# Clip at all (bool).
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+# "value": clamp every gradient entry to +-CLIP_VALUE; "norm": rescale all gradients together
+# so that their NORM_TYPE-norm is at most CLIP_VALUE.
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+# The clipping threshold (float > 0).
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+# The p of the p-norm for CLIP_TYPE "norm" (float > 0, or inf for the largest entry).
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+
 # ---------------------------------------------------------------------------
 # TEST
 # ---------------------------------------------------------------------------

@@ -27,6 +27,10 @@ from .loader import ConfigError
 FPN_POOLED_LEVELS = 4
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 WARMUP_METHODS = ("constant", "linear")
+# The choices of the SOLVER recipe options (detbench/solver/build.py builds them).
+OPTIMIZERS = ("SGD", "AdamW")
+LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
+CLIP_TYPES = ("value", "norm")
 DTYPES = ("float32", "float16")
 
 # Numeric keys: (key, test, what is allowed).
@@ -122,6 +126,32 @@ def _check_solver(cfg: CfgNode) -> list[str]:
         problems.append(_problem("SOLVER.STEPS", steps, allowed))
     if s.WARMUP_METHOD not in WARMUP_METHODS:
         problems.append(_problem("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, f"one of {WARMUP_METHODS}"))
+    return problems + _check_recipe_options(s)
+
+
+def _check_recipe_options(s: CfgNode) -> list[str]:
+    """SOLVER.OPTIMIZER, BETAS, LR_SCHEDULER, BASE_LR_END and CLIP_GRADIENTS."""
+    clip = s.CLIP_GRADIENTS
+    checks = [
+        ("SOLVER.OPTIMIZER", s.OPTIMIZER, s.OPTIMIZER in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+        ("SOLVER.BETAS", tuple(s.BETAS), len(s.BETAS) == 2 and all(_is_number(b) and 0 <= b < 1 for b in s.BETAS),
+         "two numbers in [0, 1)"),
+        ("SOLVER.WEIGHT_DECAY_NORM", s.WEIGHT_DECAY_NORM, _is_number(s.WEIGHT_DECAY_NORM),
+         "a number (>= 0, or negative for 'as other parameters')"),
+        ("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, s.LR_SCHEDULER in LR_SCHEDULERS, f"one of {LR_SCHEDULERS}"),
+        ("SOLVER.BASE_LR_END", s.BASE_LR_END, _is_number(s.BASE_LR_END) and s.BASE_LR_END >= 0, "a number >= 0"),
+        ("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE, clip.CLIP_TYPE in CLIP_TYPES, f"one of {CLIP_TYPES}"),
+        ("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE, _is_number(clip.CLIP_VALUE) and clip.CLIP_VALUE > 0,
+         "a number > 0"),
+        ("SOLVER.CLIP_GRADIENTS.NORM_TYPE", clip.NORM_TYPE,
+         isinstance(clip.NORM_TYPE, (int, float)) and not isinstance(clip.NORM_TYPE, bool) and clip.NORM_TYPE > 0,
+         "a number > 0 (inf allowed)"),
+    ]
+    problems = [_problem(key, value, allowed) for key, value, ok, allowed in checks if not ok]
+    cosine_end_too_high = (s.LR_SCHEDULER == "WarmupCosineLR" and _is_number(s.BASE_LR) and _is_number(s.BASE_LR_END)
+                           and s.BASE_LR_END > s.BASE_LR)
+    if cosine_end_too_high:  # the cosine would rise
+        problems.append(_problem("SOLVER.BASE_LR_END", s.BASE_LR_END, f"<= BASE_LR = {s.BASE_LR} for WarmupCosineLR"))
     return problems
 
 

@@ -148,12 +148,15 @@ def do_train(
     test_period: int = 0,
     test_fn: Callable[[nn.Module], dict] | None = None,
     amp: bool = False,
+    clip_gradients: Callable[[Iterable[torch.Tensor]], object] | None = None,
 ) -> None:
     """Train from ``arguments["iteration"]`` for the ``len(data_loader)`` iterations that remain.
 
     Each batch is ``(ImageList, targets, indices)``. Losses are summed, checked for
     finiteness, back-propagated (with a GradScaler under ``amp``, CUDA only); the
-    scheduler steps every iteration. Metrics are logged every ``log_period`` and
+    scheduler steps every iteration. ``clip_gradients`` (see
+    :func:`detbench.solver.make_gradient_clipper`) gets the optimizer's parameters, their
+    gradients unscaled, before each step. Metrics are logged every ``log_period`` and
     appended to ``metrics.jsonl``; checkpoints are saved every ``checkpoint_period``
     and as ``model_final`` at the end; ``test_fn`` runs every ``test_period``.
 
@@ -188,6 +191,9 @@ def do_train(
             check_losses_finite(reduced, iteration)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses).backward()
+            if clip_gradients is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+                clip_gradients(p for group in optimizer.param_groups for p in group["params"])
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -1,12 +1,19 @@
-"""Optimizer and learning-rate scheduler from the SOLVER config keys."""
+"""Optimizer, learning-rate scheduler and gradient clipping from the SOLVER config keys."""
 
 from __future__ import annotations
+
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from .lr_scheduler import WarmupMultiStepLR
+from detbench.config.validate import CLIP_TYPES, LR_SCHEDULERS, OPTIMIZERS
+
+from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
+
+# Modules whose parameters SOLVER.WEIGHT_DECAY_NORM applies to (affine scale and shift).
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def _is_bias(name: str) -> bool:
@@ -14,37 +21,68 @@ def _is_bias(name: str) -> bool:
     return name.rsplit(".", 1)[-1] == "bias"
 
 
-def make_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.SGD:
-    """SGD over the trainable parameters of ``model`` in two parameter groups.
+def _norm_parameter_ids(model: nn.Module) -> set[int]:
+    return {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
 
-    Weights: lr ``BASE_LR``, weight decay ``WEIGHT_DECAY``. Biases: lr
-    ``BASE_LR * BIAS_LR_FACTOR``, weight decay ``WEIGHT_DECAY_BIAS``. Frozen
-    parameters (``requires_grad=False``) are left out. Groups are ordered
-    (weights, biases); an empty group is omitted.
+
+def parameter_groups(cfg: CfgNode, model: nn.Module) -> list[dict]:
+    """The trainable parameters of ``model`` in up to four groups, in this order:
+
+    weights (lr BASE_LR, decay WEIGHT_DECAY), biases (lr BASE_LR * BIAS_LR_FACTOR, decay
+    WEIGHT_DECAY_BIAS), then, only when WEIGHT_DECAY_NORM >= 0, the weights and the biases of
+    normalisation layers (BatchNorm, GroupNorm, LayerNorm) with decay WEIGHT_DECAY_NORM and the
+    weight / bias learning rates; with WEIGHT_DECAY_NORM < 0 they stay in the first two groups.
+    Frozen parameters are left out; empty groups are omitted.
     """
     s = cfg.SOLVER
-    weights, biases = [], []
+    norm_ids = _norm_parameter_ids(model) if s.WEIGHT_DECAY_NORM >= 0 else set()
+    buckets: list[list[nn.Parameter]] = [[], [], [], []]
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (biases if _is_bias(name) else weights).append(param)
-    if not weights and not biases:
+            buckets[2 * (id(param) in norm_ids) + _is_bias(name)].append(param)
+    if not any(buckets):
         raise ValueError("make_optimizer: the model has no parameter with requires_grad=True")
-    groups = [
-        {"params": weights, "lr": s.BASE_LR, "weight_decay": s.WEIGHT_DECAY},
-        {"params": biases, "lr": s.BASE_LR * s.BIAS_LR_FACTOR, "weight_decay": s.WEIGHT_DECAY_BIAS},
-    ]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+    bias_lr = s.BASE_LR * s.BIAS_LR_FACTOR
+    settings = [(s.BASE_LR, s.WEIGHT_DECAY), (bias_lr, s.WEIGHT_DECAY_BIAS),
+                (s.BASE_LR, s.WEIGHT_DECAY_NORM), (bias_lr, s.WEIGHT_DECAY_NORM)]
+    return [{"params": params, "lr": lr, "weight_decay": decay}
+            for params, (lr, decay) in zip(buckets, settings) if params]
+
+
+def make_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """SOLVER.OPTIMIZER over :func:`parameter_groups`: SGD with MOMENTUM, or AdamW with BETAS
+    (decoupled weight decay, the groups' WEIGHT_DECAY*)."""
+    s = cfg.SOLVER
+    groups = parameter_groups(cfg, model)
+    if s.OPTIMIZER == "SGD":
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+    if s.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS))
+    raise ValueError(f"SOLVER.OPTIMIZER = {s.OPTIMIZER!r}: must be one of {OPTIMIZERS}")
 
 
 def make_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR:
-    """The :class:`WarmupMultiStepLR` the SOLVER keys describe; step it once per iteration."""
+    """SOLVER.LR_SCHEDULER: :class:`WarmupMultiStepLR` (STEPS, GAMMA) or :class:`WarmupCosineLR`
+    (MAX_ITER, BASE_LR_END), both with the WARMUP_* keys; step it once per iteration."""
     s = cfg.SOLVER
-    return WarmupMultiStepLR(
-        optimizer,
-        s.STEPS,
-        gamma=s.GAMMA,
-        warmup_factor=s.WARMUP_FACTOR,
-        warmup_iters=s.WARMUP_ITERS,
-        warmup_method=s.WARMUP_METHOD,
-    )
+    warmup = {"warmup_factor": s.WARMUP_FACTOR, "warmup_iters": s.WARMUP_ITERS, "warmup_method": s.WARMUP_METHOD}
+    if s.LR_SCHEDULER == "WarmupMultiStepLR":
+        return WarmupMultiStepLR(optimizer, s.STEPS, gamma=s.GAMMA, **warmup)
+    if s.LR_SCHEDULER == "WarmupCosineLR":
+        return WarmupCosineLR(optimizer, s.MAX_ITER, end_lr=s.BASE_LR_END, **warmup)
+    raise ValueError(f"SOLVER.LR_SCHEDULER = {s.LR_SCHEDULER!r}: must be one of {LR_SCHEDULERS}")
+
+
+def make_gradient_clipper(cfg: CfgNode) -> Callable[[Iterable[torch.Tensor]], None] | None:
+    """SOLVER.CLIP_GRADIENTS as a function of the parameters (None when disabled): "value"
+    clamps every gradient entry to [-CLIP_VALUE, CLIP_VALUE]; "norm" rescales all gradients
+    together so that their NORM_TYPE-norm is at most CLIP_VALUE. Call it on unscaled gradients
+    (after GradScaler.unscale_), before the optimizer step."""
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    if not c.ENABLED:
+        return None
+    if c.CLIP_TYPE == "value":
+        return lambda params: nn.utils.clip_grad_value_(list(params), c.CLIP_VALUE)
+    if c.CLIP_TYPE == "norm":
+        return lambda params: nn.utils.clip_grad_norm_(list(params), c.CLIP_VALUE, norm_type=c.NORM_TYPE)
+    raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE = {c.CLIP_TYPE!r}: must be one of {CLIP_TYPES}")

@@ -1,7 +1,8 @@
-"""Learning-rate schedule: a warm-up followed by step decay, counted in iterations."""
+"""Learning-rate schedules counted in iterations: a warm-up, then step decay or a cosine."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from typing import Sequence
 
@@ -61,3 +62,40 @@ class WarmupMultiStepLR(LRScheduler):
         # bisect_right: a milestone m applies from iteration m itself onwards.
         decay = self.gamma ** bisect_right(self.milestones, it)
         return [base_lr * self._warmup(it) * decay for base_lr in self.base_lrs]
+
+
+class WarmupCosineLR(WarmupMultiStepLR):
+    """``lr(it) = warmup(it) * (end + (base_lr - end) * (1 + cos(pi * min(it, max_iter) / max_iter)) / 2)``.
+
+    The same warm-up as :class:`WarmupMultiStepLR` (applied to the cosine, as detectron2's
+    WarmupCosineLR does); the cosine falls from ``base_lr`` at iteration 0 to ``end_lr`` at
+    ``max_iter`` and stays there. ``end_lr`` is the first group's final rate; every other group
+    ends at the same fraction of its own base rate (bias groups keep BIAS_LR_FACTOR).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_iter: int,
+        end_lr: float = 0.0,
+        warmup_factor: float = 1.0 / 3,
+        warmup_iters: int = 500,
+        warmup_method: str = "linear",
+        last_epoch: int = -1,
+    ) -> None:
+        if max_iter <= 0:
+            raise ValueError(f"SOLVER.MAX_ITER must be > 0, got {max_iter}")
+        if end_lr < 0:
+            raise ValueError(f"SOLVER.BASE_LR_END must be >= 0, got {end_lr}")
+        self.max_iter = max_iter
+        self.end_lr = end_lr
+        super().__init__(optimizer, (), 1.0, warmup_factor, warmup_iters, warmup_method, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        it = min(self.last_epoch, self.max_iter)
+        cosine = (1 + math.cos(math.pi * it / self.max_iter)) / 2
+        first = self.base_lrs[0]
+        return [
+            self._warmup(self.last_epoch) * (self.end_lr * base / first + (base - self.end_lr * base / first) * cosine)
+            for base in self.base_lrs
+        ]

@@ -35,14 +35,30 @@ def _loader(n: int):
     return [batch] * n
 
 
-def _train(tmp_path, model, iterations):
+def _train(tmp_path, model, iterations, clip_gradients=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = WarmupMultiStepLR(optimizer, milestones=[100], warmup_iters=0)
     checkpointer = Checkpointer(model, optimizer, scheduler, str(tmp_path))
     arguments = {"iteration": 0}
     do_train(model, _loader(iterations), optimizer, scheduler, checkpointer, torch.device("cpu"),
-             checkpoint_period=2, arguments=arguments, log_period=1, output_dir=str(tmp_path))
+             checkpoint_period=2, arguments=arguments, log_period=1, output_dir=str(tmp_path),
+             clip_gradients=clip_gradients)
     return arguments
+
+
+def test_gradient_clipping_before_each_step(tmp_path):
+    """Clipped by value at 0.3: the gradient 2w + 0.5 (2.5 at w = 1) becomes 0.3 each step."""
+    model = ToyDetector()
+    seen = []
+
+    def clip(params):
+        params = list(params)
+        seen.append([float(p.grad) for p in params])
+        torch.nn.utils.clip_grad_value_(params, 0.3)
+
+    _train(tmp_path, model, 3, clip_gradients=clip)
+    assert seen[0] == [2.5] and len(seen) == 3
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([1.0 - 3 * 0.1 * 0.3]))
 
 
 def test_trains_logs_and_checkpoints(tmp_path):

@@ -1,5 +1,7 @@
 """make_optimizer: parameter groups, frozen parameters, and one SGD step computed by hand."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -62,3 +64,104 @@ def test_one_step_matches_hand_computation():
     # SGD with L2 decay: p <- p - lr * (grad + wd * p)
     assert_close(net.weight.detach(), w0 - 0.1 * (x + 0.01 * w0))
     assert_close(net.bias.detach(), b0 - 0.2 * (1.0 + 0.5 * b0))
+
+
+# ---- the recipe options: AdamW, norm weight decay, cosine schedule, gradient clipping ----------------------
+
+
+class NormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 1)
+        self.gn = nn.GroupNorm(2, 4)
+
+
+def test_weight_decay_norm_puts_norm_layers_in_their_own_groups():
+    cfg = _cfg()
+    net = NormNet()
+    assert len(make_optimizer(cfg, net).param_groups) == 2  # default (negative): as other weights / biases
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    groups = make_optimizer(cfg, net).param_groups
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    assert ids == [{id(net.conv.weight)}, {id(net.conv.bias)}, {id(net.gn.weight)}, {id(net.gn.bias)}]
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.1, 0.01), (0.2, 0.0), (0.1, 0.0), (0.2, 0.0)]
+
+
+def test_adamw_first_step_by_hand():
+    """Step 1 of AdamW: p <- p (1 - lr wd) - lr g / (|g| + eps) (bias corrections cancel)."""
+    cfg = _cfg()
+    cfg.SOLVER.OPTIMIZER = "AdamW"
+    cfg.SOLVER.BETAS = (0.8, 0.99)
+    net = nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        net.bias.fill_(0.5)
+    opt = make_optimizer(cfg, net)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.99)
+    net(torch.tensor([[3.0, -1.0]])).sum().backward()  # grads: weight (3, -1), bias 1
+    opt.step()
+    eps = 1e-8
+    w = torch.tensor([[1.0, -2.0]]) * (1 - 0.1 * 0.01) - 0.1 * torch.tensor([[3 / (3 + eps), -1 / (1 + eps)]])
+    assert_close(net.weight.detach(), w)
+    assert_close(net.bias.detach(), torch.tensor([0.5 - 0.2 * 1 / (1 + eps)]))  # bias lr 0.2, no decay
+
+
+def test_cosine_schedule_by_hand():
+    from detbench.solver import WarmupCosineLR, make_lr_scheduler
+
+    cfg = _cfg()
+    cfg.SOLVER.LR_SCHEDULER, cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR_END = "WarmupCosineLR", 100, 0.01
+    cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 10, 0.5
+    opt = make_optimizer(cfg, Net())  # groups: lr 0.1 and bias lr 0.2
+    sched = make_lr_scheduler(cfg, opt)
+    assert isinstance(sched, WarmupCosineLR)
+    lrs = []
+    for _ in range(120):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    cos = lambda it: 0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * it / 100)) / 2  # noqa: E731
+    assert_close(lrs[0], [0.5 * 0.1, 0.5 * 0.2])  # warm-up factor at iteration 0 (cosine still 1)
+    assert_close(lrs[5][0], (0.5 * 0.5 + 0.5) * cos(5))  # linear warm-up halfway
+    assert_close(lrs[50], [0.055, 0.11])  # half-way down, the bias group at twice the rate
+    assert_close(lrs[100], [0.01, 0.02])
+    assert_close(lrs[119], [0.01, 0.02])  # stays at the end value
+
+
+def test_gradient_clipping_by_value_and_norm():
+    from detbench.solver import make_gradient_clipper
+
+    cfg = _cfg()
+    assert make_gradient_clipper(cfg) is None
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    p = nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, -0.5])
+    make_gradient_clipper(cfg)([p])
+    assert_close(p.grad, torch.tensor([1.0, -0.5]))
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    q = nn.Parameter(torch.zeros(1))
+    p.grad, q.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])  # norm 5 over both
+    make_gradient_clipper(cfg)([p, q])
+    assert_close(torch.cat([p.grad, q.grad]), torch.tensor([0.6, 0.0, 0.8]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("SOLVER.OPTIMIZER", "Adam", "SOLVER.OPTIMIZER = 'Adam': must be one of"),
+    ("SOLVER.LR_SCHEDULER", "Cosine", "SOLVER.LR_SCHEDULER = 'Cosine'"),
+    ("SOLVER.BETAS", "(0.9, 1.0)", "SOLVER.BETAS"),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model", "CLIP_TYPE = 'full_model'"),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.0", "CLIP_VALUE = 0.0"),
+], ids=["optimizer", "scheduler", "betas", "clip-type", "clip-value"])
+def test_bad_recipe_options_are_named_at_load_time(key, value, message):
+    from detbench.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [key, value])
+
+
+def test_cosine_end_above_base_lr_is_refused():
+    from detbench.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="BASE_LR_END = 0.5: must be <= BASE_LR"):
+        load_config(None, ["SOLVER.LR_SCHEDULER", "WarmupCosineLR", "SOLVER.BASE_LR", "0.1", "SOLVER.BASE_LR_END", "0.5"])
