@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from detbench.engine.launch import argument_parser, parse_args, run_test, setup
+from detbench.engine.launch import argument_parser, check_final_results, parse_args, run_test, setup
 from detbench.modeling.detector import build_detection_model
 from detbench.utils import comm
 from detbench.utils.checkpoint import Checkpointer
@@ -23,9 +23,10 @@ def main() -> None:
     if not cfg.MODEL.WEIGHT and not checkpointer.has_checkpoint():
         raise SystemExit(f"no weights to evaluate: set MODEL.WEIGHT or train into OUTPUT_DIR ({cfg.OUTPUT_DIR})")
     checkpointer.load(cfg.MODEL.WEIGHT or None, use_latest=not cfg.MODEL.WEIGHT)
-    run_test(cfg, model, distributed)
+    results = run_test(cfg, model, distributed)
     if distributed:
         torch.distributed.destroy_process_group()
+    check_final_results(cfg, results)
 
 
 if __name__ == "__main__":

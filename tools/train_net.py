@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from detbench.engine.launch import argument_parser, parse_args, run_test, setup
+from detbench.engine.launch import argument_parser, check_final_results, parse_args, run_test, setup
 from detbench.engine.trainer import MetricsFile, do_train
 from detbench.modeling.detector import build_detection_model
 from detbench.solver import make_gradient_clipper, make_lr_scheduler, make_optimizer
@@ -73,6 +73,7 @@ def main() -> None:
     write_curves(cfg, final_iter, results, logger)
     if distributed:
         torch.distributed.destroy_process_group()
+    check_final_results(cfg, results)
 
 
 if __name__ == "__main__":

@@ -368,9 +368,12 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.TEST = CN()
 # Images per test batch summed over all processes (int, a multiple of the world size).
 _C.TEST.IMS_PER_BATCH = 8
-# Expected results as [dataset, task, metric, value] lists, checked after testing (regression runs).
+# Regression checks after the final evaluation (tools/train_net.py, tools/test_net.py):
+# [task, metric, [mean, std]] entries (maskrcnn-benchmark's form, every DATASETS.TEST dataset)
+# or [dataset, task, metric, [mean, std]], e.g. [["bbox", "AP", [0.36, 0.002]]]. A result
+# outside mean +- SIGMA_TOL x std makes the tool exit non-zero (engine/expected_results.py).
 _C.TEST.EXPECTED_RESULTS = []
-# Allowed deviation from EXPECTED_RESULTS, in standard deviations (float > 0).
+# Allowed deviation from EXPECTED_RESULTS, in standard deviations (float >= 0).
 _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 
 # ---------------------------------------------------------------------------

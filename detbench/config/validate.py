@@ -155,6 +155,37 @@ def _check_recipe_options(s: CfgNode) -> list[str]:
     return problems
 
 
+def parse_expected_result(entry: Sequence[Any]) -> tuple[str | None, str, str, float, float]:
+    """(dataset or None, task, metric, mean, std) of one TEST.EXPECTED_RESULTS entry
+    (detbench/engine/expected_results.py); ValueError says what is wrong."""
+    entry = list(entry)
+    if len(entry) not in (3, 4):
+        raise ValueError(f"{entry!r}: must be [task, metric, [mean, std]] or [dataset, task, metric, [mean, std]]")
+    dataset = entry.pop(0) if len(entry) == 4 else None
+    task, metric, stats = entry
+    names = [dataset, task, metric] if dataset is not None else [task, metric]
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{entry!r}: dataset, task and metric must be non-empty strings")
+    numeric = isinstance(stats, (list, tuple)) and len(stats) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats)
+    if not numeric or stats[1] < 0:
+        raise ValueError(f"{stats!r}: the last item must be [mean, std] with std >= 0")
+    return dataset, task, metric, float(stats[0]), float(stats[1])
+
+
+def _check_expected_results(cfg: CfgNode) -> list[str]:
+    problems = []
+    for entry in cfg.TEST.EXPECTED_RESULTS:
+        try:
+            parse_expected_result(entry)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"TEST.EXPECTED_RESULTS entry {exc}")
+    tol = cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL
+    if not (_is_number(tol) and tol >= 0):
+        problems.append(_problem("TEST.EXPECTED_RESULTS_SIGMA_TOL", tol, "a number >= 0"))
+    return problems
+
+
 def _check_input(cfg: CfgNode) -> list[str]:
     i, problems = cfg.INPUT, []
     sizes = tuple(i.MIN_SIZE_TRAIN)
@@ -232,7 +263,8 @@ def _check_names(cfg: CfgNode) -> list[str]:
 
 def validate_config(cfg: CfgNode) -> None:
     """Raise :class:`ConfigError` listing every impossible value of ``cfg`` (key, value, what is allowed)."""
-    problems = _check_ranges(cfg) + _check_solver(cfg) + _check_input(cfg) + _check_model(cfg) + _check_names(cfg)
+    problems = (_check_ranges(cfg) + _check_solver(cfg) + _check_input(cfg) + _check_expected_results(cfg)
+                + _check_model(cfg) + _check_names(cfg))
     if problems:
         header = "invalid config value" if len(problems) == 1 else f"{len(problems)} invalid config values"
         raise ConfigError(f"{header}:\n  " + "\n  ".join(problems))

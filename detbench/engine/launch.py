@@ -134,3 +134,16 @@ def run_test(cfg: CfgNode, model: torch.nn.Module, distributed: bool) -> dict:
         results[name] = inference(model, loader, name, iou_types(cfg), cfg.MODEL.DEVICE, folder)
         comm.synchronize()
     return results
+
+
+def check_final_results(cfg: CfgNode, results: dict) -> None:
+    """TEST.EXPECTED_RESULTS on the final evaluation (main process; the others have no results):
+    a failed check raises SystemExit with the failures, so the tool exits non-zero."""
+    from detbench.engine.expected_results import ExpectedResultsError, assert_expected_results
+
+    if not cfg.TEST.EXPECTED_RESULTS or not comm.is_main_process():
+        return
+    try:
+        assert_expected_results(results, cfg.TEST.EXPECTED_RESULTS, cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL)
+    except ExpectedResultsError as exc:
+        raise SystemExit(str(exc)) from None
