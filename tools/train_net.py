@@ -13,6 +13,7 @@ from detbench.engine.launch import argument_parser, check_final_results, parse_a
 from detbench.engine.trainer import MetricsFile, do_train
 from detbench.modeling.detector import build_detection_model
 from detbench.solver import make_gradient_clipper, make_lr_scheduler, make_optimizer
+from detbench.solver.ema import build_ema
 from detbench.utils import comm
 from detbench.utils.checkpoint import Checkpointer
 from detbench.utils.plot_metrics import plot_metrics
@@ -29,6 +30,11 @@ def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
     checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger)
     arguments = {"iteration": 0}
     arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    ema = build_ema(cfg, model)  # from the loaded weights; a resumed run continues its average
+    if ema is not None and "ema" in arguments:
+        ema.load_state_dict(arguments["ema"])
+    if "weights_before_ema" in arguments:  # resumed from an EMA run's model_final: train on from the raw weights
+        model.load_state_dict(arguments.pop("weights_before_ema"))
     if distributed:
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else None
@@ -42,7 +48,7 @@ def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
     do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
              arguments, log_period=cfg.SOLVER.LOG_PERIOD, output_dir=cfg.OUTPUT_DIR,
              test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, amp=amp,
-             clip_gradients=make_gradient_clipper(cfg))
+             clip_gradients=make_gradient_clipper(cfg), ema=ema)
     return model, int(arguments["iteration"])
 
 

@@ -363,6 +363,18 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 
 # ---------------------------------------------------------------------------
+# MODEL_EMA: an exponential moving average of the weights (detbench/solver/ema.py)
+# ---------------------------------------------------------------------------
+_C.MODEL_EMA = CN()
+# Keep the average: periodic evaluations use it, checkpoints save it as "ema" (exact resume), and
+# at the end it becomes the model (model_final.pth holds the averaged weights).
+_C.MODEL_EMA.ENABLED = False
+# The decay d in ema <- d * ema + (1 - d) * weight, in [0, 1); about 1 / (1 - d) steps are averaged.
+_C.MODEL_EMA.DECAY = 0.9998
+# Ramp of the decay: update t uses DECAY * (1 - exp(-t / RAMP_ITERS)) (int >= 0; 0: no ramp).
+_C.MODEL_EMA.RAMP_ITERS = 2000
+
+# ---------------------------------------------------------------------------
 # TEST
 # ---------------------------------------------------------------------------
 _C.TEST = CN()

@@ -47,6 +47,8 @@ RANGES: list[tuple[str, Callable[[float], bool], str]] = [
     ("SOLVER.IMS_PER_BATCH", lambda v: v > 0, "an integer > 0"),
     ("SOLVER.CHECKPOINT_PERIOD", lambda v: v > 0, "an integer > 0"),
     ("SOLVER.LOG_PERIOD", lambda v: v > 0, "an integer > 0"),
+    ("MODEL_EMA.DECAY", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("MODEL_EMA.RAMP_ITERS", lambda v: v >= 0, "an integer >= 0"),
     ("TEST.IMS_PER_BATCH", lambda v: v > 0, "an integer > 0"),
     ("INPUT.MAX_SIZE_TRAIN", lambda v: v > 0, "an integer > 0"),
     ("INPUT.MIN_SIZE_TEST", lambda v: v > 0, "an integer > 0"),

@@ -149,6 +149,7 @@ def do_train(
     test_fn: Callable[[nn.Module], dict] | None = None,
     amp: bool = False,
     clip_gradients: Callable[[Iterable[torch.Tensor]], object] | None = None,
+    ema=None,
 ) -> None:
     """Train from ``arguments["iteration"]`` for the ``len(data_loader)`` iterations that remain.
 
@@ -156,7 +157,9 @@ def do_train(
     finiteness, back-propagated (with a GradScaler under ``amp``, CUDA only); the
     scheduler steps every iteration. ``clip_gradients`` (see
     :func:`detbench.solver.make_gradient_clipper`) gets the optimizer's parameters, their
-    gradients unscaled, before each step. Metrics are logged every ``log_period`` and
+    gradients unscaled, before each step. ``ema`` (a :class:`detbench.solver.ema.ModelEMA`)
+    is updated after each step, saved in every checkpoint as "ema", its weights are the
+    ones ``test_fn`` evaluates, and they replace the model's at the end (model_final). Metrics are logged every ``log_period`` and
     appended to ``metrics.jsonl``; checkpoints are saved every ``checkpoint_period``
     and as ``model_final`` at the end; ``test_fn`` runs every ``test_period``.
 
@@ -197,6 +200,9 @@ def do_train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(_unwrapped(model))
+                arguments["ema"] = ema.state_dict()  # references, not copies: cheap every iteration
 
             batch_time = time.perf_counter() - end
             end = time.perf_counter()
@@ -211,9 +217,16 @@ def do_train(
             stopping = stop.requested(device)  # asked on every rank: it is collective when distributed
             if (test_fn is not None and test_period > 0 and iteration % test_period == 0
                     and iteration != max_iter and not stopping):
-                metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
+                with ema.swapped_into(_unwrapped(model)) if ema is not None else nullcontext():
+                    metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
                 model.train()
             if iteration == max_iter:
+                if ema is not None:  # the result of training is the averaged model
+                    # The trained weights stay in the file too, so that a longer schedule resumes exactly.
+                    arguments["weights_before_ema"] = {k: v.detach().clone()
+                                                       for k, v in _unwrapped(model).state_dict().items()}
+                    ema.copy_to(_unwrapped(model))
+                    logger.info("Final weights: the EMA of the weights (%d updates)", ema.updates)
                 checkpointer.save("model_final", **arguments)
                 saved = True
             if stopping:
@@ -221,6 +234,11 @@ def do_train(
     total = time.perf_counter() - start
     done = max(max_iter - start_iter, 1)
     logger.info("Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total)), total / done)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _stopped(stop: StopOnSignal, checkpointer, arguments: dict, saved: bool) -> BaseException:
