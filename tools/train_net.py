@@ -26,7 +26,8 @@ def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
     model = build_detection_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_lr_scheduler(cfg, optimizer)
-    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger)
+    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger,
+                                keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP)
     arguments = {"iteration": 0}
     arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
     if distributed:

@@ -334,6 +334,13 @@ _C.SOLVER.IMS_PER_BATCH = 16
 _C.SOLVER.LOG_PERIOD = 20
 
 # ---------------------------------------------------------------------------
+# SOLVER: checkpoints kept on disk
+# ---------------------------------------------------------------------------
+# Periodic checkpoints (model_NNNNNNN.pth) kept, the newest ones; older ones are deleted after
+# each save. model_final.pth is always kept. Int >= 0; 0 keeps every checkpoint.
+_C.SOLVER.CHECKPOINTS_TO_KEEP = 3
+
+# ---------------------------------------------------------------------------
 # TEST
 # ---------------------------------------------------------------------------
 _C.TEST = CN()

@@ -42,6 +42,7 @@ RANGES: list[tuple[str, Callable[[float], bool], str]] = [
     ("SOLVER.MAX_ITER", lambda v: v > 0, "an integer > 0"),
     ("SOLVER.IMS_PER_BATCH", lambda v: v > 0, "an integer > 0"),
     ("SOLVER.CHECKPOINT_PERIOD", lambda v: v > 0, "an integer > 0"),
+    ("SOLVER.CHECKPOINTS_TO_KEEP", lambda v: v >= 0, "an integer >= 0 (0 keeps every checkpoint)"),
     ("SOLVER.LOG_PERIOD", lambda v: v > 0, "an integer > 0"),
     ("TEST.IMS_PER_BATCH", lambda v: v > 0, "an integer > 0"),
     ("INPUT.MAX_SIZE_TRAIN", lambda v: v > 0, "an integer > 0"),
