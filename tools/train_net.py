@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from detbench.engine.launch import argument_parser, parse_args, run_test, setup
+from detbench.engine.resume_check import check_resume_compatible
 from detbench.engine.trainer import MetricsFile, do_train
 from detbench.modeling.detector import build_detection_model
 from detbench.solver import make_lr_scheduler, make_optimizer
@@ -28,8 +29,11 @@ def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
     scheduler = make_lr_scheduler(cfg, optimizer)
     checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger,
                                 keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP)
-    arguments = {"iteration": 0}
-    arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    extra = checkpointer.load(cfg.MODEL.WEIGHT)
+    if extra:  # resumed: only the same model and data order may continue
+        check_resume_compatible(extra.pop("config", None), cfg, f"the last checkpoint of {cfg.OUTPUT_DIR}")
+    # The config travels in every checkpoint, for the check above when this run is resumed.
+    arguments = {"iteration": 0, **extra, "config": cfg.dump()}
     if distributed:
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,3 +108,19 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_identical(data, referenc
     log = _run(command)
     assert f"Start training at iteration {PERIOD} of {MAX_ITER}" in log, context
     _assert_bit_identical(tmp_path / "model_final.pth", reference, context)
+
+
+def test_resume_with_another_model_or_data_order_is_refused_naming_the_keys(data, reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference.parent, out)
+    command = _command(data, out, workers=0)
+    changed = [*command, "SOLVER.MAX_ITER", str(MAX_ITER + 2), "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "4",
+               "INPUT.MIN_SIZE_TRAIN", "(48,)"]
+    result = subprocess.run(changed, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode != 0
+    assert "refusing to resume" in result.stderr and "2 key(s)" in result.stderr, result.stderr[-3000:]
+    assert "MODEL.ROI_BOX_HEAD.NUM_CLASSES: 6 when saved, 4 now" in result.stderr
+    assert "INPUT.MIN_SIZE_TRAIN: [40, 48, 56] when saved, [48] now" in result.stderr
+    # Only the schedule changed: the run continues from its final checkpoint.
+    log = _run([*command, "SOLVER.MAX_ITER", str(MAX_ITER + 2)])
+    assert f"Start training at iteration {MAX_ITER} of {MAX_ITER + 2}" in log
