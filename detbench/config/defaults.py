@@ -287,6 +287,14 @@ _C.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS = True
 _C.DATASETS.PENN_FUDAN_NUM_TEST = 50
 
 # ---------------------------------------------------------------------------
+# DATASETS: checks of the image files before training or testing starts
+# ---------------------------------------------------------------------------
+# How every image file of a COCO-format dataset is checked when the dataset is built:
+# "exists" (present and not empty, one stat per image), "header" (also opened: a readable
+# image of the size the json says) or "decode" (fully decoded once: also finds truncated files).
+_C.DATASETS.VERIFY_IMAGES = "exists"
+
+# ---------------------------------------------------------------------------
 # DATALOADER
 # ---------------------------------------------------------------------------
 _C.DATALOADER = CN()

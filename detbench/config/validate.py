@@ -28,6 +28,7 @@ FPN_POOLED_LEVELS = 4
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 WARMUP_METHODS = ("constant", "linear")
 DTYPES = ("float32", "float16")
+VERIFY_IMAGES = ("exists", "header", "decode")  # detbench.data.datasets.coco_checks.VERIFY_MODES
 
 # Numeric keys: (key, test, what is allowed).
 RANGES: list[tuple[str, Callable[[float], bool], str]] = [
@@ -126,6 +127,12 @@ def _check_solver(cfg: CfgNode) -> list[str]:
     return problems
 
 
+def _check_datasets(cfg: CfgNode) -> list[str]:
+    if cfg.DATASETS.VERIFY_IMAGES not in VERIFY_IMAGES:
+        return [_problem("DATASETS.VERIFY_IMAGES", cfg.DATASETS.VERIFY_IMAGES, f"one of {VERIFY_IMAGES}")]
+    return []
+
+
 def _check_input(cfg: CfgNode) -> list[str]:
     i, problems = cfg.INPUT, []
     sizes = tuple(i.MIN_SIZE_TRAIN)
@@ -204,6 +211,7 @@ def _check_names(cfg: CfgNode) -> list[str]:
 def validate_config(cfg: CfgNode) -> None:
     """Raise :class:`ConfigError` listing every impossible value of ``cfg`` (key, value, what is allowed)."""
     problems = _check_ranges(cfg) + _check_solver(cfg) + _check_input(cfg) + _check_model(cfg) + _check_names(cfg)
+    problems += _check_datasets(cfg)
     if problems:
         header = "invalid config value" if len(problems) == 1 else f"{len(problems)} invalid config values"
         raise ConfigError(f"{header}:\n  " + "\n  ".join(problems))

@@ -56,11 +56,12 @@ def build_dataset(cfg: CfgNode, name: str, is_train: bool, transforms: Any = Non
     """
     spec = catalog.get(name, cfg.DATASETS.CUSTOM)
     remove = bool(is_train and cfg.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS)
+    verify = cfg.DATASETS.VERIFY_IMAGES
     if spec.factory == "COCODataset":
-        return COCODataset(spec.args["ann_file"], spec.args["root"], remove, transforms)
+        return COCODataset(spec.args["ann_file"], spec.args["root"], remove, transforms, verify_images=verify)
     if spec.factory == "Shapes":
         images, ann_file = ensure_shapes(spec.args["root"], spec.args["split"])
-        return COCODataset(ann_file, images, remove, transforms)
+        return COCODataset(ann_file, images, remove, transforms, verify_images=verify)
     if spec.factory == "PennFudanDataset":
         return PennFudanDataset(spec.args["root"], spec.args["split"], cfg.DATASETS.PENN_FUDAN_NUM_TEST, transforms)
     raise ValueError(f"catalog entry {name!r} names an unknown dataset class {spec.factory!r}")
