@@ -253,13 +253,13 @@ class Checkpointer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  scheduler: Any = None, save_dir: str | os.PathLike = "", save_to_disk: bool = True,
                  logger: logging.Logger | None = None, keep: int = 0) -> None:
-        self.keep = keep
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.save_dir = Path(save_dir) if save_dir else None
         self.save_to_disk = save_to_disk
         self.logger = logger or logging.getLogger(__name__)
+        self.keep = keep
 
     def save(self, name: str, **extra: Any) -> None:
         """Collective: write ``save_dir/name.pth``, then point ``last_checkpoint`` at it.
@@ -333,9 +333,10 @@ class Checkpointer:
         from_pointer = use_latest and self.has_checkpoint()
         pointed = None
         if from_pointer:
-            pointed = Path(self.get_checkpoint_file()) if self.get_checkpoint_file() else None
+            name = self.get_checkpoint_file()
+            pointed = Path(name) if name else None
             # An empty pointer still means a run was saved here: never a restart from iteration 0.
-            f = str(pointed or self.save_dir / POINTER)
+            f = name or str(self.save_dir / POINTER)
         if not f:
             self.logger.info("No checkpoint and no MODEL.WEIGHT: the model keeps its initialisation")
             return {}

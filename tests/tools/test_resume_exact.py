@@ -46,10 +46,7 @@ def _command(data: tuple[Path, Path], out: Path, workers: int) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    # PYTHONPATH: the tools import this checkout's detbench, not another installed copy.
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1"}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _run(command: list[str]) -> str:
