@@ -266,7 +266,8 @@ class Checkpointer:
 
         Call on every rank: each rank's RNG state is gathered so that a resumed run
         continues every rank's random stream. Only a rank with ``save_to_disk`` writes.
-        ``extra`` (e.g. ``iteration=...``) must hold tensors or plain Python values.
+        ``extra`` (e.g. ``iteration=...``) must hold tensors or plain Python values. A failed
+        write raises :class:`CheckpointError` on every rank.
         """
         clash = [k for k in extra if k in _RESERVED]
         if clash:
@@ -274,8 +275,22 @@ class Checkpointer:
         if self.save_dir is None:
             return
         rng_states = comm.all_gather(get_rng_state())
-        if not self.save_to_disk:
-            return
+        error = None
+        if self.save_to_disk:
+            try:
+                self._save_to_disk(name, rng_states, extra)
+            except CheckpointError as exc:
+                error = exc
+        if comm.get_world_size() > 1:
+            # Every rank learns that the save failed and stops now, instead of waiting for the
+            # writer in the next collective until the distributed timeout.
+            failed = [m for m in comm.all_gather(str(error) if error else "") if m]
+            if failed and error is None:
+                raise CheckpointError(f"the main process could not save checkpoint {name}: {failed[0]}")
+        if error is not None:
+            raise error
+
+    def _save_to_disk(self, name: str, rng_states: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         data: dict[str, Any] = {"model": unwrap(self.model).state_dict(), "rng_states": rng_states}
         if self.optimizer is not None:
             data["optimizer"] = self.optimizer.state_dict()

@@ -159,3 +159,18 @@ def test_save_on_a_full_disk_keeps_the_previous_state(tmp_path, monkeypatch, tar
         assert after[POINTER] == before[POINTER] and after["model_0000001.pth"] == before["model_0000001.pth"]
     monkeypatch.undo()
     assert Checkpointer(_model(5), save_dir=tmp_path).load() == {"iteration": 1}
+
+
+def test_a_failed_save_stops_the_other_ranks_too(tmp_path, monkeypatch):
+    """Rank 1 writes nothing; when rank 0's write fails, rank 1 raises as well (no hang)."""
+    from detbench.utils import comm
+
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    gathered = iter([["rng0", "rng1"], ["could not write model_0000002.pth (disk full)", ""]])
+    monkeypatch.setattr(comm, "all_gather", lambda obj: next(gathered))
+    with pytest.raises(CheckpointError, match="main process could not save checkpoint model_0000002: "
+                                              r"could not write model_0000002\.pth \(disk full\)"):
+        Checkpointer(_model(0), save_dir=tmp_path, save_to_disk=False).save("model_0000002", iteration=2)
+    gathered = iter([["rng0", "rng1"], ["", ""]])  # every rank succeeded: nothing raised
+    Checkpointer(_model(0), save_dir=tmp_path, save_to_disk=False).save("model_0000002", iteration=2)
+    assert list(tmp_path.iterdir()) == []
