@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+
+# Subprocesses started by the tests (tools/*.py) import this checkout's detbench, not another
+# installed copy (an editable install may point at a different checkout).
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH", "")]))
 
 
 @pytest.fixture

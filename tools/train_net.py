@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from detbench.engine.launch import argument_parser, check_final_results, parse_args, run_test, setup
+from detbench.engine.resume_check import check_resume_compatible
 from detbench.engine.trainer import MetricsFile, do_train
 from detbench.modeling.detector import build_detection_model
 from detbench.solver import make_gradient_clipper, make_lr_scheduler, make_optimizer
@@ -27,9 +28,13 @@ def train(cfg, distributed: bool, logger) -> tuple[torch.nn.Module, int]:
     model = build_detection_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_lr_scheduler(cfg, optimizer)
-    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger)
-    arguments = {"iteration": 0}
-    arguments.update(checkpointer.load(cfg.MODEL.WEIGHT))
+    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, comm.is_main_process(), logger,
+                                keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP)
+    extra = checkpointer.load(cfg.MODEL.WEIGHT)
+    if extra:  # resumed: only the same model and data order may continue
+        check_resume_compatible(extra.pop("config", None), cfg, f"the last checkpoint of {cfg.OUTPUT_DIR}")
+    # The config travels in every checkpoint, for the check above when this run is resumed.
+    arguments = {"iteration": 0, **extra, "config": cfg.dump()}
     ema = build_ema(cfg, model)  # from the loaded weights; a resumed run continues its average
     if ema is not None and "ema" in arguments:
         ema.load_state_dict(arguments["ema"])

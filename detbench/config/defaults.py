@@ -291,6 +291,14 @@ _C.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS = True
 _C.DATASETS.PENN_FUDAN_NUM_TEST = 50
 
 # ---------------------------------------------------------------------------
+# DATASETS: checks of the image files before training or testing starts
+# ---------------------------------------------------------------------------
+# How every image file of a COCO-format dataset is checked when the dataset is built:
+# "exists" (present and not empty, one stat per image), "header" (also opened: a readable
+# image of the size the json says) or "decode" (fully decoded once: also finds truncated files).
+_C.DATASETS.VERIFY_IMAGES = "exists"
+
+# ---------------------------------------------------------------------------
 # DATALOADER
 # ---------------------------------------------------------------------------
 _C.DATALOADER = CN()
@@ -373,6 +381,13 @@ _C.MODEL_EMA.ENABLED = False
 _C.MODEL_EMA.DECAY = 0.9998
 # Ramp of the decay: update t uses DECAY * (1 - exp(-t / RAMP_ITERS)) (int >= 0; 0: no ramp).
 _C.MODEL_EMA.RAMP_ITERS = 2000
+
+# ---------------------------------------------------------------------------
+# SOLVER: checkpoints kept on disk
+# ---------------------------------------------------------------------------
+# Periodic checkpoints (model_NNNNNNN.pth) kept, the newest ones; older ones are deleted after
+# each save. model_final.pth is always kept. Int >= 0; 0 keeps every checkpoint.
+_C.SOLVER.CHECKPOINTS_TO_KEEP = 3
 
 # ---------------------------------------------------------------------------
 # TEST

@@ -32,6 +32,7 @@ OPTIMIZERS = ("SGD", "AdamW")
 LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
 CLIP_TYPES = ("value", "norm")
 DTYPES = ("float32", "float16")
+VERIFY_IMAGES = ("exists", "header", "decode")  # detbench.data.datasets.coco_checks.VERIFY_MODES
 
 # Numeric keys: (key, test, what is allowed).
 RANGES: list[tuple[str, Callable[[float], bool], str]] = [
@@ -46,6 +47,7 @@ RANGES: list[tuple[str, Callable[[float], bool], str]] = [
     ("SOLVER.MAX_ITER", lambda v: v > 0, "an integer > 0"),
     ("SOLVER.IMS_PER_BATCH", lambda v: v > 0, "an integer > 0"),
     ("SOLVER.CHECKPOINT_PERIOD", lambda v: v > 0, "an integer > 0"),
+    ("SOLVER.CHECKPOINTS_TO_KEEP", lambda v: v >= 0, "an integer >= 0 (0 keeps every checkpoint)"),
     ("SOLVER.LOG_PERIOD", lambda v: v > 0, "an integer > 0"),
     ("MODEL_EMA.DECAY", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("MODEL_EMA.RAMP_ITERS", lambda v: v >= 0, "an integer >= 0"),
@@ -188,6 +190,12 @@ def _check_expected_results(cfg: CfgNode) -> list[str]:
     return problems
 
 
+def _check_datasets(cfg: CfgNode) -> list[str]:
+    if cfg.DATASETS.VERIFY_IMAGES not in VERIFY_IMAGES:
+        return [_problem("DATASETS.VERIFY_IMAGES", cfg.DATASETS.VERIFY_IMAGES, f"one of {VERIFY_IMAGES}")]
+    return []
+
+
 def _check_input(cfg: CfgNode) -> list[str]:
     i, problems = cfg.INPUT, []
     sizes = tuple(i.MIN_SIZE_TRAIN)
@@ -266,7 +274,7 @@ def _check_names(cfg: CfgNode) -> list[str]:
 def validate_config(cfg: CfgNode) -> None:
     """Raise :class:`ConfigError` listing every impossible value of ``cfg`` (key, value, what is allowed)."""
     problems = (_check_ranges(cfg) + _check_solver(cfg) + _check_input(cfg) + _check_expected_results(cfg)
-                + _check_model(cfg) + _check_names(cfg))
+                + _check_model(cfg) + _check_names(cfg) + _check_datasets(cfg))
     if problems:
         header = "invalid config value" if len(problems) == 1 else f"{len(problems)} invalid config values"
         raise ConfigError(f"{header}:\n  " + "\n  ".join(problems))

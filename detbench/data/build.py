@@ -18,6 +18,7 @@ from .collate_batch import BatchCollator
 from .datasets import COCODataset, PennFudanDataset
 from .datasets.shapes import ensure_shapes
 from .samplers import DistributedSampler, GroupedBatchSampler, IterationBasedBatchSampler
+from .seeded import KeyedBatchSampler, SeededDataset
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -55,11 +56,12 @@ def build_dataset(cfg: CfgNode, name: str, is_train: bool, transforms: Any = Non
     """
     spec = catalog.get(name, cfg.DATASETS.CUSTOM)
     remove = bool(is_train and cfg.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS)
+    verify = cfg.DATASETS.VERIFY_IMAGES
     if spec.factory == "COCODataset":
-        return COCODataset(spec.args["ann_file"], spec.args["root"], remove, transforms)
+        return COCODataset(spec.args["ann_file"], spec.args["root"], remove, transforms, verify_images=verify)
     if spec.factory == "Shapes":
         images, ann_file = ensure_shapes(spec.args["root"], spec.args["split"])
-        return COCODataset(ann_file, images, remove, transforms)
+        return COCODataset(ann_file, images, remove, transforms, verify_images=verify)
     if spec.factory == "PennFudanDataset":
         return PennFudanDataset(spec.args["root"], spec.args["split"], cfg.DATASETS.PENN_FUDAN_NUM_TEST, transforms)
     raise ValueError(f"catalog entry {name!r} names an unknown dataset class {spec.factory!r}")
@@ -95,10 +97,11 @@ def _train_loader(cfg: CfgNode, is_distributed: bool, start_iter: int, seed: int
         batches = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset), per_gpu)
     else:
         batches = BatchSampler(sampler, per_gpu, drop_last=False)
-    batches = IterationBasedBatchSampler(batches, cfg.SOLVER.MAX_ITER, start_iter)
+    batches = KeyedBatchSampler(IterationBasedBatchSampler(batches, cfg.SOLVER.MAX_ITER, start_iter))
     logger.info("training on %s: %d images, %d images per process, iterations %d..%d",
                 "+".join(names), len(dataset), per_gpu, start_iter, cfg.SOLVER.MAX_ITER)
-    return _loader(cfg, dataset, batches)
+    # Flips and scales are drawn per (seed, iteration, index), never from a worker's state.
+    return _loader(cfg, SeededDataset(dataset, seed), batches, seed)
 
 
 def _test_loaders(cfg: CfgNode, is_distributed: bool) -> list[DataLoader]:
@@ -117,12 +120,15 @@ def _test_loaders(cfg: CfgNode, is_distributed: bool) -> list[DataLoader]:
     return loaders
 
 
-def _loader(cfg: CfgNode, dataset: Dataset, batch_sampler: Any) -> DataLoader:
+def _loader(cfg: CfgNode, dataset: Dataset, batch_sampler: Any, seed: int = 0) -> DataLoader:
+    # DataLoader draws its workers' base seed when it is iterated; from its own generator, that
+    # draw leaves torch's global stream alone, which a resumed run has just restored.
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         collate_fn=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -135,8 +141,9 @@ def make_data_loader(
     DataLoader per DATASETS.TEST name, in order, TEST.IMS_PER_BATCH / world size images per
     batch. Batches are ``(ImageList, tuple of BoxList, tuple of dataset indices)``.
 
-    ``seed`` fixes the training order (default: SEED when >= 0, else 0, so that resuming
-    works even when SEED is drawn at random).
+    ``seed`` fixes the training order and the random augmentations, which are drawn per
+    ``(seed, iteration, dataset index)`` and so do not depend on DATALOADER.NUM_WORKERS
+    (default: SEED when >= 0, else 0, so that resuming works even when SEED is drawn at random).
     """
     if is_train:
         if seed is None:

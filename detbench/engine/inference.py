@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from detbench.data.datasets.evaluation import evaluate
+from detbench.engine.predictions_file import FILENAME as PREDICTIONS_FILENAME
+from detbench.engine.predictions_file import save_predictions
 from detbench.structures.bounding_box import BoxList
 from detbench.utils import comm
 
@@ -145,7 +147,7 @@ def inference(
 
     Every rank runs its share of the images (the model in eval mode, restored afterwards);
     rank 0 gathers the predictions (each image once), saves them as ``predictions.pth`` in
-    ``output_folder`` when given, and evaluates ``iou_types`` ("bbox", "segm", "keypoints")
+    ``output_folder`` when given (see :mod:`detbench.engine.predictions_file`), and evaluates ``iou_types`` ("bbox", "segm", "keypoints")
     with pycocotools. Returns {iou_type: {metric: value}} on rank 0 and {} on other ranks.
     """
     dataset = data_loader.dataset
@@ -164,5 +166,5 @@ def inference(
         return {}
     if output_folder:
         Path(output_folder).mkdir(parents=True, exist_ok=True)
-        torch.save(merged, Path(output_folder) / "predictions.pth")
+        save_predictions(Path(output_folder) / PREDICTIONS_FILENAME, merged, dataset_name)
     return evaluate(dataset, merged, output_folder, iou_types)

@@ -7,6 +7,12 @@ dict, without DDP's ``module.`` prefix), ``"optimizer"``, ``"scheduler"``,
 the newest complete checkpoint. Files are only read with
 ``torch.load(weights_only=True)``, which refuses pickled objects that could run code.
 
+On disk a run keeps its newest ``keep`` periodic checkpoints plus ``model_final`` (see
+``checkpoint_files``). Resuming falls back, with a warning naming the file, from a checkpoint
+that cannot be read (truncated, empty, not a zip) to the newest intact one; a save that fails
+(e.g. a full disk) leaves the previous checkpoint and ``last_checkpoint`` as they were and
+raises :class:`CheckpointError`.
+
 Weights may also come from torchvision: a state-dict file of one of its ResNets or
 ``*_resnet50_fpn`` detectors is recognised by its keys and renamed on load, and
 ``torchvision://NAME`` downloads the published file first (see ``torchvision_weights``).
@@ -18,6 +24,7 @@ import logging
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -30,6 +37,7 @@ from torch import nn
 
 from . import comm
 from . import torchvision_weights as tv
+from .checkpoint_files import prune_checkpoints, resume_candidates
 
 POINTER = "last_checkpoint"
 _RESERVED = ("model", "optimizer", "scheduler", "rng_states")
@@ -239,24 +247,27 @@ class Checkpointer:
         save_dir: folder of the checkpoints and of the ``last_checkpoint`` pointer ("" disables saving).
         save_to_disk: False on ranks other than 0, which take part in :meth:`save` but write nothing.
         logger: where loading reports go (default: this module's logger).
+        keep: periodic checkpoints kept after each save, newest first (0: all; SOLVER.CHECKPOINTS_TO_KEEP).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  scheduler: Any = None, save_dir: str | os.PathLike = "", save_to_disk: bool = True,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, keep: int = 0) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.save_dir = Path(save_dir) if save_dir else None
         self.save_to_disk = save_to_disk
         self.logger = logger or logging.getLogger(__name__)
+        self.keep = keep
 
     def save(self, name: str, **extra: Any) -> None:
         """Collective: write ``save_dir/name.pth``, then point ``last_checkpoint`` at it.
 
         Call on every rank: each rank's RNG state is gathered so that a resumed run
         continues every rank's random stream. Only a rank with ``save_to_disk`` writes.
-        ``extra`` (e.g. ``iteration=...``) must hold tensors or plain Python values.
+        ``extra`` (e.g. ``iteration=...``) must hold tensors or plain Python values. A failed
+        write raises :class:`CheckpointError` on every rank.
         """
         clash = [k for k in extra if k in _RESERVED]
         if clash:
@@ -264,8 +275,22 @@ class Checkpointer:
         if self.save_dir is None:
             return
         rng_states = comm.all_gather(get_rng_state())
-        if not self.save_to_disk:
-            return
+        error = None
+        if self.save_to_disk:
+            try:
+                self._save_to_disk(name, rng_states, extra)
+            except CheckpointError as exc:
+                error = exc
+        if comm.get_world_size() > 1:
+            # Every rank learns that the save failed and stops now, instead of waiting for the
+            # writer in the next collective until the distributed timeout.
+            failed = [m for m in comm.all_gather(str(error) if error else "") if m]
+            if failed and error is None:
+                raise CheckpointError(f"the main process could not save checkpoint {name}: {failed[0]}")
+        if error is not None:
+            raise error
+
+    def _save_to_disk(self, name: str, rng_states: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         data: dict[str, Any] = {"model": unwrap(self.model).state_dict(), "rng_states": rng_states}
         if self.optimizer is not None:
             data["optimizer"] = self.optimizer.state_dict()
@@ -275,9 +300,25 @@ class Checkpointer:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         path = self.save_dir / f"{name}.pth"
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda f: torch.save(data, f))
+        self._write(path, lambda f: torch.save(data, f))
         # Only now that the checkpoint is complete on disk does the pointer move to it.
-        atomic_write(self.save_dir / POINTER, lambda f: f.write(path.name.encode()))
+        self._write(self.save_dir / POINTER, lambda f: f.write(path.name.encode()))
+        prune_checkpoints(self.save_dir, self.keep, path, self.logger)
+
+    def _write(self, path: Path, write: Callable[[BinaryIO], None]) -> None:
+        """:func:`atomic_write`, with a failure (disk full, ...) turned into a CheckpointError."""
+        try:
+            atomic_write(path, write)
+        except Exception as exc:
+            previous = self.get_checkpoint_file() or "none yet"
+            try:  # torch's zip writer reports a full disk only as "unexpected pos ...": say how full it is
+                free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+            except OSError:
+                free = "free space unknown"
+            raise CheckpointError(
+                f"could not write {path} ({type(exc).__name__}: {exc}; {free}); the previous checkpoint "
+                f"({previous}) and {self.save_dir / POINTER} are unchanged. Free space in "
+                f"{self.save_dir} and run the same command again to resume from there") from exc
 
     def has_checkpoint(self) -> bool:
         """True when ``save_dir`` has a ``last_checkpoint`` pointer."""
@@ -301,16 +342,22 @@ class Checkpointer:
         optimizer, scheduler and RNG states and returns the extra entries (e.g.
         ``{"iteration": 90}``); without it only the model's weights are loaded
         (fine-tuning: shapes that differ are skipped and logged) and ``{}`` returned.
+        A ``last_checkpoint`` file that cannot be read makes it fall back to the newest
+        readable checkpoint of ``save_dir`` (see :meth:`_read_newest_intact`).
         """
         from_pointer = use_latest and self.has_checkpoint()
+        pointed = None
         if from_pointer:
-            f = self.get_checkpoint_file()
+            name = self.get_checkpoint_file()
+            pointed = Path(name) if name else None
+            # An empty pointer still means a run was saved here: never a restart from iteration 0.
+            f = name or str(self.save_dir / POINTER)
         if not f:
             self.logger.info("No checkpoint and no MODEL.WEIGHT: the model keeps its initialisation")
             return {}
         resume = from_pointer if resume is None else resume
         self.logger.info("%s from %s", "Resuming" if resume else "Loading weights", f)
-        checkpoint = read_weights(f, self.logger)
+        checkpoint = self._read_newest_intact(pointed) if from_pointer else read_weights(f, self.logger)
         own = unwrap(self.model).state_dict()
         weights, remapped = tv.coco91_to_contiguous(strip_prefix(checkpoint.pop("model")), own)
         if remapped:
@@ -322,6 +369,25 @@ class Checkpointer:
             return {}
         self._restore_training_state(checkpoint)
         return {k: v for k, v in checkpoint.items() if k not in _RESERVED}
+
+    def _read_newest_intact(self, pointed: Path | None) -> dict[str, Any]:
+        """The checkpoint ``last_checkpoint`` names (``pointed``; None when it names nothing)
+        or, if that cannot be read, the newest ``model_*.pth`` of ``save_dir`` that can, with a
+        warning naming each bad file. Raises CheckpointError naming every file tried when none can."""
+        failures = [] if pointed is not None else [f"{self.save_dir / POINTER}: names no checkpoint"]
+        for path in resume_candidates(self.save_dir, pointed):
+            try:
+                checkpoint = read_weights(path, self.logger)
+            except (CheckpointError, OSError) as exc:
+                self.logger.warning("Cannot resume from %s: %s", path, exc)
+                failures.append(f"{path}: {exc}")
+                continue
+            if failures:
+                self.logger.warning("Resuming from %s instead: the newest checkpoint that can be read "
+                                    "(the run continues from its iteration)", path)
+            return checkpoint
+        raise CheckpointError(f"no checkpoint in {self.save_dir} can be read, so the run cannot resume "
+                              "(and will not silently restart from iteration 0). Tried:\n  " + "\n  ".join(failures))
 
     def _log_reinitialised(self, report: LoadReport) -> None:
         """Say whether the layers skipped for their shape are only the class-dependent ones."""

@@ -94,7 +94,7 @@ def test_distributed_split_and_batch_divisibility(tiny_coco, monkeypatch):
         seen.append([i for batch in loader for i in batch[2]])
     assert seen == [[0, 2], [1]]  # rank r takes r, r + 2, ...; no padding at test time
     train = make_data_loader(cfg, is_train=True, is_distributed=True)
-    assert train.batch_sampler.batch_sampler.batch_size == 2  # 4 images / 2 processes
+    assert train.batch_sampler.batches.batch_sampler.batch_size == 2  # 4 images / 2 processes
     cfg.SOLVER.IMS_PER_BATCH = 3
     with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH = 3 .* multiple of the number of processes \\(2\\)"):
         make_data_loader(cfg, is_train=True, is_distributed=True)
@@ -105,9 +105,10 @@ def test_train_loader_on_synthetic_json_drops_empty_images(tiny_coco):
     cfg = _cfg((("tiny", str(images), str(ann)), ("tiny2", str(images), str(ann))), train=("tiny", "tiny2"))
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.ASPECT_RATIO_GROUPING = 1, False
     loader = make_data_loader(cfg, is_train=True)
-    assert isinstance(loader.dataset, ConcatDataset) and len(loader.dataset) == 4  # 2 usable images each
-    assert loader.dataset.get_img_info(3)["file_name"] == "b.png"
-    assert loader.dataset[3][2] == 3  # the global index
+    dataset = loader.dataset.dataset  # inside the SeededDataset that keys the random draws
+    assert isinstance(dataset, ConcatDataset) and len(dataset) == 4  # 2 usable images each
+    assert dataset.get_img_info(3)["file_name"] == "b.png"
+    assert dataset[3][2] == 3 and loader.dataset[(3, 0)][2] == 3  # the global index
     batches = list(loader)
     assert len(batches) == 3 and all(len(b[2]) == 1 and 0 <= b[2][0] < 4 for b in batches)
 

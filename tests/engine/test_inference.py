@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 from torch import nn
 
 from detbench.engine.inference import compute_on_dataset, inference, merge_predictions
+from detbench.engine.predictions_file import load_predictions
 from detbench.structures import BoxList
 from detbench.structures.image_list import to_image_list
 
@@ -116,8 +117,12 @@ def test_inference_scores_ap_1_and_saves_outputs(tmp_path):
     results = inference(model, Loader(dataset, [0, 1, 2]), "tiny", ("bbox",), "cpu", tmp_path / "out")
     assert model.training  # the caller's mode is restored
     assert results["bbox"]["AP"] == pytest.approx(1.0)
-    saved = torch.load(tmp_path / "out" / "predictions.pth", weights_only=False)
+    saved = load_predictions(tmp_path / "out" / "predictions.pth")  # torch.load(weights_only=True)
     assert sorted(saved) == [0, 1, 2]
+    expected, _ = compute_on_dataset(model.eval(), Loader(dataset, [0, 1, 2]))
+    for index, prediction in expected.items():
+        torch.testing.assert_close(saved[index].bbox, prediction.bbox, rtol=0, atol=0)
+        assert saved[index].size == prediction.size and saved[index].fields() == prediction.fields()
     assert (tmp_path / "out" / "bbox.json").exists() and (tmp_path / "out" / "coco_results.json").exists()
 
 

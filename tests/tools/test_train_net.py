@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+from detbench.engine.predictions_file import load_predictions
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO_MINI = ROOT.parent / "shared" / "data" / "coco_mini"
@@ -96,7 +97,7 @@ def test_torchrun_two_processes_evaluate_every_image_once(tmp_path):
                 *_datasets(tmp_path, "instances", num_test), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2"],
                launcher)
     assert "train_net: 2 process(es)" in log
-    predictions = torch.load(out / "inference" / "mini_val" / "predictions.pth", weights_only=False)
+    predictions = load_predictions(out / "inference" / "mini_val" / "predictions.pth")
     assert sorted(predictions) == list(range(num_test))
     assert "bbox" in _results(out)
     assert re.search(r"Start training at iteration 0 of 2", log)

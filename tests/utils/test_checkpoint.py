@@ -111,8 +111,9 @@ def test_failed_save_keeps_previous_checkpoint_and_pointer(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "save", _failing_save)
     for name in ("model_0000002", "model_final"):  # a new name, and overwriting an existing file
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(CheckpointError, match=f"could not write .*{name}.pth .*disk full.*unchanged") as info:
             ckpt.save(name, iteration=2)
+        assert isinstance(info.value.__cause__, OSError)
         # Same files with the same bytes: the pointer did not move, no partial or temporary file is left.
         assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     monkeypatch.undo()

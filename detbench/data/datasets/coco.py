@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import warnings
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,8 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from detbench.structures import BoxList, PersonKeypoints, SegmentationMask
+
+from .coco_checks import check_image_files, check_structure, listed_ids, sanitize_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,10 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def load_coco_json(ann_file: str | Path) -> COCO:
-    """A pycocotools COCO of ``ann_file``; errors name the file (and the position of a JSON error)."""
+    """A pycocotools COCO of ``ann_file``; errors name the file (and the position of a JSON error).
+
+    The json is checked first (:mod:`.coco_checks`): a broken file raises DatasetError, and
+    malformed annotations are left out (logged by reason, with their ids)."""
     ann_file = Path(ann_file)
     try:
         text = ann_file.read_text(encoding="utf-8")
@@ -77,6 +82,8 @@ def load_coco_json(ann_file: str | Path) -> COCO:
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{ann_file} is not a COCO instances file: missing top-level key(s) {missing}")
+    check_structure(data, ann_file)
+    data["annotations"] = sanitize_annotations(data, ann_file)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
@@ -115,6 +122,11 @@ class COCODataset(torch.utils.data.Dataset):
     ``remove_images_without_annotations`` images left without targets (for keypoint files:
     with fewer than ``min_keypoints_per_image`` labelled keypoints) are dropped; otherwise
     they are kept as pure negatives. Images are read as RGB (see :func:`load_image`).
+
+    Before any item is read, the json is checked and malformed annotations are left out
+    (see :func:`load_coco_json`), and the image files of the kept images are checked per
+    ``verify_images`` (see :func:`~.coco_checks.check_image_files`): a missing or empty file
+    (or, with "header"/"decode", an unreadable one) raises DatasetError naming every such file.
     """
 
     def __init__(
@@ -124,6 +136,7 @@ class COCODataset(torch.utils.data.Dataset):
         remove_images_without_annotations: bool,
         transforms: Transforms | None = None,
         min_keypoints_per_image: int = 10,
+        verify_images: str = "exists",
     ) -> None:
         self.ann_file, self.root, self.transforms = Path(ann_file), Path(root), transforms
         self.coco = load_coco_json(self.ann_file)
@@ -139,11 +152,12 @@ class COCODataset(torch.utils.data.Dataset):
             ids = [i for i in ids if self._is_usable(self._anns[i], min_keypoints_per_image)]
         self.ids = ids
         self.id_to_img_map = dict(enumerate(ids))
+        check_image_files(self.root, (self.coco.imgs[i] for i in ids), self.ann_file, verify_images)
 
     def _usable_annotations(self) -> dict[int, list[dict]]:
         """Image id -> its non-crowd annotations that pass :func:`_problem`; logs what was dropped."""
         known = set(self.json_category_id_to_contiguous_id)
-        dropped: Counter[str] = Counter()
+        dropped: dict[str, list[int]] = defaultdict(list)
         kept: dict[int, list[dict]] = {i: [] for i in self.coco.imgs}
         for img_id, info in self.coco.imgs.items():
             for ann in self.coco.imgToAnns.get(img_id, []):
@@ -153,9 +167,10 @@ class COCODataset(torch.utils.data.Dataset):
                 if reason is None:
                     kept[img_id].append(ann)
                 else:
-                    dropped[reason] += 1
-        for reason, count in sorted(dropped.items()):
-            logger.warning("%s: dropped %d annotation(s): %s", self.ann_file, count, reason)
+                    dropped[reason].append(ann["id"])
+        for reason, ids in sorted(dropped.items()):
+            logger.warning("%s: dropped %d annotation(s): %s (annotation ids %s)",
+                           self.ann_file, len(ids), reason, listed_ids(ids))
         return kept
 
     def _is_usable(self, anns: list[dict], min_keypoints: int) -> bool:
@@ -222,7 +237,7 @@ class COCODataset(torch.utils.data.Dataset):
         if image.size != target.size:
             raise ImageLoadError(
                 f"{path}: image is {image.size} (width, height) after EXIF orientation but "
-                f"{self.ann_file} says {target.size}"
+                f"{self.ann_file} says {target.size} (image id {self.ids[index]})"
             )
         if self.transforms is not None:
             image, target = self.transforms(image, target)

@@ -2,8 +2,9 @@
 
 ``image`` is a PIL image until :class:`ToTensor`, a [3, H, W] float tensor after it;
 ``target`` is a :class:`BoxList` (or None at inference), transformed with the image so its
-masks and keypoints follow. Random choices use torch's generator, which DataLoader seeds
-per worker.
+masks and keypoints follow. Random choices come from
+:func:`~detbench.data.transforms.random_draws.current_generator` (the training loader makes
+one per sample from ``(SEED, iteration, dataset index)``), else from torch's default generator.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from PIL import Image
 from torch import Tensor
 
 from detbench.structures import FLIP_LEFT_RIGHT, BoxList
+
+from .random_draws import current_generator
 
 
 class Compose:
@@ -69,7 +72,7 @@ class Resize:
         self.max_size = max_size
 
     def draw_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        choice = self.min_size[int(torch.randint(len(self.min_size), ()))]
+        choice = self.min_size[int(torch.randint(len(self.min_size), (), generator=current_generator()))]
         return get_size(image_size, choice, self.max_size)
 
     def __call__(self, image: Image.Image, target: BoxList | None = None) -> tuple[Image.Image, BoxList | None]:
@@ -92,7 +95,7 @@ class RandomHorizontalFlip:
         self.prob = prob
 
     def __call__(self, image: Any, target: BoxList | None = None) -> tuple[Any, BoxList | None]:
-        if self.prob <= 0 or float(torch.rand(())) >= self.prob:
+        if self.prob <= 0 or float(torch.rand((), generator=current_generator())) >= self.prob:
             return image, target
         if isinstance(image, Tensor):
             image = image.flip(-1)
