@@ -275,6 +275,30 @@ _C.INPUT.TO_BGR255 = True
 # Probability of a horizontal flip of each training image, in [0, 1].
 _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
 
+# -- INPUT: training augmentations (detbench/data/transforms/augment.py) --
+# Large-scale jitter in training, in place of the MIN/MAX_SIZE_TRAIN resize: scale the image by
+# s * min(TARGET_SIZE / width, TARGET_SIZE / height), s uniform in [MIN_SCALE, MAX_SCALE], then
+# cut a random TARGET_SIZE window where a side is longer; instances outside it are dropped.
+_C.INPUT.SCALE_JITTER = CN()
+# Use it (bool).
+_C.INPUT.SCALE_JITTER.ENABLED = False
+# Side of the square the image is fitted to and cropped to, pixels (int > 0).
+_C.INPUT.SCALE_JITTER.TARGET_SIZE = 1024
+# Smallest scale factor s (float > 0).
+_C.INPUT.SCALE_JITTER.MIN_SCALE = 0.1
+# Largest scale factor s (float >= MIN_SCALE).
+_C.INPUT.SCALE_JITTER.MAX_SCALE = 2.0
+# Colour jitter of training images (torchvision.transforms.v2.ColorJitter); all 0: off.
+_C.INPUT.COLOR_JITTER = CN()
+# Brightness factor drawn in [1 - BRIGHTNESS, 1 + BRIGHTNESS] (float >= 0).
+_C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.0
+# Contrast factor drawn in [1 - CONTRAST, 1 + CONTRAST] (float >= 0).
+_C.INPUT.COLOR_JITTER.CONTRAST = 0.0
+# Saturation factor drawn in [1 - SATURATION, 1 + SATURATION] (float >= 0).
+_C.INPUT.COLOR_JITTER.SATURATION = 0.0
+# Hue shift drawn in [-HUE, HUE] (float in [0, 0.5]).
+_C.INPUT.COLOR_JITTER.HUE = 0.0
+
 # ---------------------------------------------------------------------------
 # DATASETS: names looked up in the dataset catalog
 # ---------------------------------------------------------------------------

@@ -51,6 +51,12 @@ RANGES: list[tuple[str, Callable[[float], bool], str]] = [
     ("SOLVER.LOG_PERIOD", lambda v: v > 0, "an integer > 0"),
     ("MODEL_EMA.DECAY", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("MODEL_EMA.RAMP_ITERS", lambda v: v >= 0, "an integer >= 0"),
+    ("INPUT.SCALE_JITTER.TARGET_SIZE", lambda v: v > 0, "an integer > 0"),
+    ("INPUT.SCALE_JITTER.MIN_SCALE", lambda v: v > 0, "a number > 0"),
+    ("INPUT.COLOR_JITTER.BRIGHTNESS", lambda v: v >= 0, "a number >= 0"),
+    ("INPUT.COLOR_JITTER.CONTRAST", lambda v: v >= 0, "a number >= 0"),
+    ("INPUT.COLOR_JITTER.SATURATION", lambda v: v >= 0, "a number >= 0"),
+    ("INPUT.COLOR_JITTER.HUE", lambda v: 0 <= v <= 0.5, "a number in [0, 0.5]"),
     ("TEST.IMS_PER_BATCH", lambda v: v > 0, "an integer > 0"),
     ("INPUT.MAX_SIZE_TRAIN", lambda v: v > 0, "an integer > 0"),
     ("INPUT.MIN_SIZE_TEST", lambda v: v > 0, "an integer > 0"),
@@ -205,6 +211,9 @@ def _check_input(cfg: CfgNode) -> list[str]:
         problems.append(_problem("INPUT.MIN_SIZE_TRAIN", sizes, allowed))
     if _is_number(i.MIN_SIZE_TEST) and i.MIN_SIZE_TEST > i.MAX_SIZE_TEST:
         problems.append(_problem("INPUT.MIN_SIZE_TEST", i.MIN_SIZE_TEST, f"<= MAX_SIZE_TEST = {i.MAX_SIZE_TEST}"))
+    jitter = i.SCALE_JITTER
+    if _is_number(jitter.MIN_SCALE) and _is_number(jitter.MAX_SCALE) and jitter.MAX_SCALE < jitter.MIN_SCALE:
+        problems.append(_problem("INPUT.SCALE_JITTER.MAX_SCALE", jitter.MAX_SCALE, f">= MIN_SCALE = {jitter.MIN_SCALE}"))
     if len(i.PIXEL_MEAN) != 3 or not all(_is_number(v) for v in i.PIXEL_MEAN):
         problems.append(_problem("INPUT.PIXEL_MEAN", list(i.PIXEL_MEAN), "3 finite numbers, one per channel"))
     if len(i.PIXEL_STD) != 3 or not all(_is_number(v) and v > 0 for v in i.PIXEL_STD):
