@@ -350,8 +350,9 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 # ---------------------------------------------------------------------------
 # Misc
 # ---------------------------------------------------------------------------
-# Folder for checkpoints, logs, metrics and inference results (created if missing).
-_C.OUTPUT_DIR = "."
+# Folder for checkpoints, logs, metrics and inference results (created if missing); "{config}" is
+# replaced by the config file's name without .yaml ("defaults" without a file); "" writes nothing.
+_C.OUTPUT_DIR = "output/{config}"
 # Random seed of torch, numpy and Python's random, offset by the rank (-1: drawn at random and logged).
 _C.SEED = -1
 # Training precision: "float32", or "float16" for mixed precision with torch.amp (CUDA only).

@@ -18,7 +18,7 @@ import yaml
 from yacs.config import CfgNode
 
 from .defaults import get_cfg
-from .node import settle_device
+from .node import remember_config_name, settle
 
 BASE_KEY = "_BASE_"
 # Prefix of the recipes shipped inside the package: detbench://configs/quickstart/....yaml
@@ -177,8 +177,10 @@ def merge_from_file(cfg: CfgNode, config_file: str | Path) -> None:
     """Merge a YAML file into ``cfg``, after its chain of ``_BASE_`` files (deepest first)."""
     if cfg.is_frozen():
         raise ConfigError(f"cannot merge {config_file} into a frozen config (call defrost() first)")
-    for path, data in read_config_chain(config_file):
+    chain = read_config_chain(config_file)
+    for path, data in chain:
         _merge(cfg, data, cfg, str(path))
+    remember_config_name(cfg, chain[-1][0])
 
 
 def merge_from_list(cfg: CfgNode, opts: Iterable[str]) -> None:
@@ -198,7 +200,8 @@ def merge_from_list(cfg: CfgNode, opts: Iterable[str]) -> None:
 
 def load_config(config_file: str | Path | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CfgNode:
     """Defaults, then ``config_file`` (after its ``_BASE_`` chain), then ``opts``; validated, with
-    ``MODEL.DEVICE auto`` settled to "cuda" or "cpu", and frozen unless asked not to."""
+    ``MODEL.DEVICE auto`` and ``OUTPUT_DIR``'s ``{config}`` settled (see node.settle), and frozen
+    unless asked not to."""
     cfg = get_cfg()
     if config_file:
         merge_from_file(cfg, config_file)
@@ -206,7 +209,7 @@ def load_config(config_file: str | Path | None = None, opts: Iterable[str] = (),
     from .validate import validate_config  # here: validate.py imports ConfigError from this module
 
     validate_config(cfg)
-    settle_device(cfg)
+    settle(cfg)
     if freeze:
         cfg.freeze()
     return cfg

@@ -15,6 +15,9 @@ from typing import Iterable
 from yacs.config import CfgNode as _YacsNode
 
 AUTO_DEVICE = "auto"
+# Replaced in OUTPUT_DIR by the config file's name: the default "output/{config}".
+CONFIG_NAME_FIELD = "{config}"
+_NAME_ATTR = "_detbench_config_name"  # yacs keeps its own flags in the node's __dict__ too
 _logged: set[str] = set()
 
 
@@ -30,23 +33,38 @@ def auto_device() -> str:
     return device
 
 
-def settle_device(cfg: _YacsNode) -> None:
-    """Replace ``MODEL.DEVICE auto`` in the (unfrozen) ``cfg`` by :func:`auto_device`; other values stay."""
+def settle(cfg: _YacsNode) -> None:
+    """Fill in the values that depend on where the config runs, in the (unfrozen) root ``cfg``:
+    ``MODEL.DEVICE auto`` becomes :func:`auto_device`, and ``{config}`` in ``OUTPUT_DIR`` the name
+    of the last config file merged (without ``.yaml``; "defaults" when none was)."""
     model = cfg.get("MODEL")
     if model is not None and model.get("DEVICE") == AUTO_DEVICE:
         model.DEVICE = auto_device()
+    if isinstance(cfg.get("OUTPUT_DIR"), str) and CONFIG_NAME_FIELD in cfg.OUTPUT_DIR:
+        cfg.OUTPUT_DIR = cfg.OUTPUT_DIR.replace(CONFIG_NAME_FIELD, config_name(cfg))
+
+
+def config_name(cfg: _YacsNode) -> str:
+    """The name of the last config file merged into ``cfg`` (its stem), or "defaults"."""
+    return cfg.__dict__.get(_NAME_ATTR, "defaults")
+
+
+def remember_config_name(cfg: _YacsNode, config_file: str | Path) -> None:
+    """Record ``config_file``'s stem on ``cfg`` (kept by ``clone()``, not a config key)."""
+    cfg.__dict__[_NAME_ATTR] = Path(str(config_file)).stem
 
 
 class CfgNode(_YacsNode):
     """A yacs node (same keys, attribute access, ``freeze``/``clone``/``dump``) with detbench merging.
 
-    ``freeze()`` first settles ``MODEL.DEVICE auto`` to the device it means on this machine, so
-    that ``torch.device(cfg.MODEL.DEVICE)`` works after freezing, as in maskrcnn-benchmark.
+    ``freeze()`` first :func:`settle` s the root: ``MODEL.DEVICE auto`` becomes the device it means
+    on this machine (so ``torch.device(cfg.MODEL.DEVICE)`` works after freezing, as in
+    maskrcnn-benchmark) and ``OUTPUT_DIR``'s ``{config}`` the config file's name.
     """
 
     def freeze(self) -> None:
         if not self.is_frozen():
-            settle_device(self)
+            settle(self)
         super().freeze()
 
     def merge_from_file(self, cfg_filename: str | Path) -> None:
