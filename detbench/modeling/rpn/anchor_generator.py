@@ -146,3 +146,6 @@ def build_anchor_generator(cfg: CfgNode) -> AnchorGenerator:
     if not rpn.USE_FPN and len(rpn.ANCHOR_STRIDE) != 1:
         raise ValueError(f"without FPN MODEL.RPN.ANCHOR_STRIDE must have one entry, got {tuple(rpn.ANCHOR_STRIDE)}")
     return AnchorGenerator(rpn.ANCHOR_SIZES, rpn.ASPECT_RATIOS, rpn.ANCHOR_STRIDE, rpn.STRADDLE_THRESH)
+
+
+make_anchor_generator = build_anchor_generator  # maskrcnn-benchmark's name for it
