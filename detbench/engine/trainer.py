@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from detbench.utils import comm
+from detbench.utils.events import EventWriter
 from detbench.utils.metric_logger import MetricLogger
 
 logger = logging.getLogger("detbench.trainer")
@@ -106,16 +107,19 @@ class StopOnSignal:
 
 
 class MetricsFile:
-    """Appends one JSON object per line to ``OUTPUT_DIR/metrics.jsonl`` (main process only)."""
+    """Appends one JSON object per line to ``OUTPUT_DIR/metrics.jsonl`` (main process only), and
+    the same values to TensorBoard event files in OUTPUT_DIR (detbench.utils.events)."""
 
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir) / "metrics.jsonl" if output_dir else None
+        self.events = EventWriter(output_dir)
 
     def write(self, record: dict) -> None:
         if self.path is None or not comm.is_main_process():
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.events.write(record)
 
     def append_eval(self, iteration: int, results: dict) -> bool:
         """Write ``{"iteration": iteration, "eval": results}`` unless the file already has an
