@@ -78,3 +78,40 @@ def test_append_eval_once_per_iteration(tmp_path):
     assert not metrics.append_eval(20, {"val": {}})  # nothing evaluated
     assert [json.loads(line) for line in path.read_text().splitlines()][-1] == {"iteration": 10, "eval": results}
     assert len(path.read_text().splitlines()) == 2
+
+
+class _SlowCheckpointer(Checkpointer):
+    """Saving takes 0.3 s: far longer than a toy iteration."""
+
+    def save(self, name, **extra):
+        import time
+
+        time.sleep(0.3)
+        super().save(name, **extra)
+
+
+class _EpochLoader(list):
+    """A list of batches with a batch sampler that reports 4 batches per epoch, like the real loader's."""
+
+    class _Sampler:
+        batch_sampler = [[0]] * 4
+
+    batch_sampler = _Sampler()
+
+
+def test_log_says_where_it_is_and_eta_leaves_out_checkpoints(tmp_path, caplog):
+    model = ToyDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = WarmupMultiStepLR(optimizer, milestones=[100], warmup_iters=0)
+    checkpointer = _SlowCheckpointer(model, optimizer, scheduler, str(tmp_path))
+    with caplog.at_level("INFO", logger="detbench.trainer"):
+        do_train(model, _EpochLoader(_loader(6)), optimizer, scheduler, checkpointer, torch.device("cpu"),
+                 checkpoint_period=1, arguments={"iteration": 0}, log_period=3, output_dir=str(tmp_path),
+                 test_period=2, test_fn=lambda m: {"val": {"bbox": {"AP": 0.5}}})
+    lines = [r.getMessage() for r in caplog.records if "iter: " in r.getMessage()]
+    assert "iter: 3/6  epoch: 0.75" in lines[0] and "iter: 6/6  epoch: 1.50" in lines[1]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "eval" not in r]
+    assert [r["epoch"] for r in train] == [0.75, 1.5]
+    # Every iteration was followed by a 0.3 s save; none of it is counted as iteration or data time.
+    assert all(r["time"] < 0.25 and r["data"] < 0.25 for r in train), train
