@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from detbench.modeling.roi_heads.mask_head.inference import paste_masks_in_image
+from detbench.structures.mask_ops import paste_masks_in_image
 from detbench.structures.bounding_box import BoxList
 from detbench.structures.keypoint import Keypoints, PersonKeypoints
 

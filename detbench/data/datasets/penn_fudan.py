@@ -28,6 +28,7 @@ from torch import Tensor
 
 from detbench.structures import BoxList, SegmentationMask
 
+from ..catalog import PENN_FUDAN_CLASSES
 from .coco import ImageLoadError, Transforms, load_image
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
         self.files = [(p, self.root / "PedMasks" / f"{p.stem}_mask.png") for p in images[first:last]]
         self.ids = list(range(first + 1, last + 1))
         self.split = split
-        self.categories = {1: "person"}
+        self.categories = dict(enumerate(PENN_FUDAN_CLASSES, start=1))
         self.json_category_id_to_contiguous_id = {1: 1}
         self.contiguous_category_id_to_json_id = {1: 1}
         self._sizes = [self._read_size(p) for p, _ in self.files]
