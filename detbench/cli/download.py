@@ -30,7 +30,7 @@ EXAMPLES = """examples:
 
 def _penn_fudan(args: argparse.Namespace) -> None:
     root = Path(args.root) if args.root else datasets_root()
-    folder = penn_fudan.download(root, url=args.url)
+    folder = penn_fudan.download(root, url=args.url, sha256=args.sha256 or None)
     print(f"Penn-Fudan is in {folder}")
     if args.root:  # elsewhere than the catalog's root
         print(f"point the catalog at it: export DETBENCH_DATASETS={root.resolve()}")
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     pf = sub.add_parser("penn_fudan", help="the Penn-Fudan pedestrian dataset (about 50 MB)")
     pf.add_argument("--root", default="", help="dataset root (default: $DETBENCH_DATASETS or ./datasets)")
     pf.add_argument("--url", default=penn_fudan.URL, help="archive URL (default: the official one)")
+    pf.add_argument("--sha256", default="", help="refuse the archive unless its SHA-256 is this (the log shows it)")
     pf.set_defaults(run=_penn_fudan)
     wt = sub.add_parser("weights", help="torchvision weights, by their torchvision://NAME")
     wt.add_argument("names", nargs="+", metavar="NAME", help=", ".join(torchvision_weights.known_names()))
