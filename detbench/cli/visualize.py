@@ -41,6 +41,9 @@ def _parser():
     parser.add_argument("--output", metavar="DIR", required=True, help="folder for the PNG files")
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="draw predictions scoring at least this (default 0.5)")
+    parser.add_argument("--min-size", type=int, default=512, metavar="PIXELS",
+                        help="enlarge smaller images by a whole factor until the shorter side is at least "
+                             "this, so labels stay readable (default 512; 0 keeps the size)")
     parser.add_argument("--num-images", type=int, default=None,
                         help="draw only the first N images (default: 20 of a dataset, all of a folder)")
     return parser
@@ -86,7 +89,8 @@ def draw_predictions(cfg, args, output: Path) -> int:
             failed += 1
             continue
         detections = predictor(image, score_threshold=args.confidence_threshold)
-        drawn = draw_instances(image, detections, predictor.class_names, score_threshold=args.confidence_threshold)
+        drawn = draw_instances(image, detections, predictor.class_names, score_threshold=args.confidence_threshold,
+                               min_size=args.min_size)
         target = output / _out_name(path, used)
         drawn.save(target)
         print(f"{path}: {len(detections)} detection(s) -> {target}")
@@ -113,7 +117,7 @@ def draw_ground_truth(cfg, args, output: Path) -> int:
         info = dataset.get_img_info(index)
         stem = Path(str(info.get("file_name", index))).stem
         target_file = output / f"{args.dataset}_{stem}.png"
-        draw_instances(image, target, names).save(target_file)
+        draw_instances(image, target, names, min_size=args.min_size).save(target_file)
         print(f"{args.dataset}[{index}]: {len(target)} instance(s) -> {target_file}")
     return failed
 
