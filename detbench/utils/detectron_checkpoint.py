@@ -26,9 +26,11 @@ from .checkpoint import POINTER, CheckpointError, Checkpointer, atomic_write
 # maskrcnn-benchmark's ImageNet backbones -> the closest torchvision weights (not the same numbers:
 # torchvision's ResNets put the stride on the 3x3 conv, so use MODEL.RESNETS.STRIDE_IN_1X1 False).
 CATALOG_EQUIVALENTS = {
-    "ImageNetPretrained/MSRA/R-50": "torchvision://resnet50_imagenet",
-    "ImageNetPretrained/MSRA/R-101": "torchvision://resnet101_imagenet",
-    "ImageNetPretrained/FAIR/20171220/X-101-32x8d": "torchvision://resnext101_32x8d_imagenet",
+    "ImageNetPretrained/MSRA/R-50": "torchvision://resnet50",
+    "ImageNetPretrained/MSRA/R-50-GN": "torchvision://resnet50",
+    "ImageNetPretrained/MSRA/R-101": "torchvision://resnet101",
+    "ImageNetPretrained/MSRA/R-101-GN": "torchvision://resnet101",
+    "ImageNetPretrained/FAIR/20171220/X-101-32x8d": "torchvision://resnext101_32x8d",
 }
 CATALOG_SCHEME = "catalog://"
 

@@ -60,7 +60,7 @@ def test_loading_stays_weights_only(tmp_path):
 
 def test_catalog_names_say_what_to_use_instead():
     cfg = load_config(None, ["MODEL.DEVICE", "cpu"])
-    with pytest.raises(CheckpointError, match="torchvision://resnet50_imagenet"):
+    with pytest.raises(CheckpointError, match="torchvision://resnet50"):
         DetectronCheckpointer(cfg, Net()).load("catalog://ImageNetPretrained/MSRA/R-50")
 
 
