@@ -21,9 +21,9 @@ from .common import argument_parser, parse_args, run_tool
 
 PROG = "detbench-visualize"
 EXAMPLES = """\
-  # predictions of the quickstart model on a folder of images
+  # predictions of the quickstart model (after detbench-train) on a folder of images
   detbench-visualize --config-file detbench://configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml \\
-      --input datasets/shapes/val --num-images 8 --output pictures/predictions
+      --input photos/ --num-images 8 --output pictures/predictions
   # the ground truth of a dataset, to check its annotations
   detbench-visualize --config-file configs/pennfudan/mask_rcnn_R_18_FPN_scratch.yaml \\
       --dataset penn_fudan_test --output pictures/ground_truth
