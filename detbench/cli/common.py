@@ -7,7 +7,12 @@ import sys
 from typing import Callable
 
 from detbench.config import ConfigError
+from detbench.data.catalog import UnknownDatasetError
+from detbench.utils.checkpoint import CheckpointError
 from detbench.utils.env import setup_environment
+
+# Errors about what the user asked for, whose message says what to change: printed as one line.
+USER_ERRORS = (ConfigError, UnknownDatasetError, CheckpointError)
 
 CONFIG_HELP = ("YAML config file: a path, or a shipped recipe as detbench://configs/NAME "
                "(e.g. detbench://configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml)")
@@ -42,11 +47,12 @@ def add_resume_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tool(prog: str, main: Callable[[], None]) -> None:
-    """Run ``main`` after :func:`setup_environment`; a ConfigError becomes one line on stderr
-    and exit status 2, instead of a traceback."""
+    """Run ``main`` after :func:`setup_environment`; a ConfigError (or another of USER_ERRORS: an
+    unknown dataset name, a weight file that cannot be loaded) becomes one line on stderr and exit
+    status 2, instead of a traceback."""
     try:
         setup_environment()
         main()
-    except ConfigError as exc:
+    except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -74,3 +74,17 @@ def test_output_dir_defaults_to_the_config_name(tmp_path):
     assert load_config(f).OUTPUT_DIR == "output/my_recipe"
     assert load_config(None).OUTPUT_DIR == "output/defaults"
     assert load_config(f, ["OUTPUT_DIR", "runs/{config}-b"]).OUTPUT_DIR == "runs/my_recipe-b"
+
+
+def test_unknown_dataset_and_bad_weights_are_one_line_too(capsys, tmp_path):
+    from detbench.data import catalog
+    from detbench.utils.checkpoint import read_weights
+
+    (tmp_path / "w.pth").write_bytes(b"not a checkpoint")
+    for fail, expected in ((lambda: catalog.get("coco_2017_vall"), "unknown dataset 'coco_2017_vall'"),
+                           (lambda: read_weights(tmp_path / "w.pth"), "is not a file written by torch.save")):
+        with pytest.raises(SystemExit) as info:
+            common.run_tool("detbench-x", fail)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.startswith("detbench-x: error: ") and expected in err
+        assert err.count("\n") == 1
