@@ -18,6 +18,7 @@ AUTO_DEVICE = "auto"
 # Replaced in OUTPUT_DIR by the config file's name: the default "output/{config}".
 CONFIG_NAME_FIELD = "{config}"
 _NAME_ATTR = "_detbench_config_name"  # yacs keeps its own flags in the node's __dict__ too
+_AUTO_ATTR = "_detbench_device_was_auto"
 _logged: set[str] = set()
 
 
@@ -40,8 +41,19 @@ def settle(cfg: _YacsNode) -> None:
     model = cfg.get("MODEL")
     if model is not None and model.get("DEVICE") == AUTO_DEVICE:
         model.DEVICE = auto_device()
+        cfg.__dict__[_AUTO_ATTR] = True
     if isinstance(cfg.get("OUTPUT_DIR"), str) and CONFIG_NAME_FIELD in cfg.OUTPUT_DIR:
         cfg.OUTPUT_DIR = cfg.OUTPUT_DIR.replace(CONFIG_NAME_FIELD, config_name(cfg))
+
+
+def describe_device(cfg: _YacsNode) -> str:
+    """``MODEL.DEVICE`` and where it came from, for the log: "cpu (MODEL.DEVICE auto: no GPU is
+    visible)" or "cuda:1 (MODEL.DEVICE)"."""
+    device = cfg.MODEL.DEVICE
+    if not cfg.__dict__.get(_AUTO_ATTR):
+        return f"{device} (MODEL.DEVICE)"
+    why = "a GPU is visible" if device == "cuda" else "no GPU is visible"
+    return f"{device} (MODEL.DEVICE auto: {why})"
 
 
 def config_name(cfg: _YacsNode) -> str:

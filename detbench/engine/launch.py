@@ -24,6 +24,7 @@ import torch
 from yacs.config import CfgNode
 
 from detbench.config import ConfigError, load_config
+from detbench.config.node import describe_device
 from detbench.utils import comm
 from detbench.utils.collect_env import collect_env
 from detbench.utils.logger import setup_logger
@@ -78,6 +79,7 @@ def setup(args: argparse.Namespace, tool: str) -> tuple[CfgNode, bool, logging.L
         mkdir(output_dir)
     logger = setup_logger("detbench", output_dir, comm.get_rank())
     logger.info("%s: %d process(es); arguments: %s", tool, comm.get_world_size(), args)
+    logger.info("Device: %s", describe_device(cfg))
     if comm.is_main_process():  # collect_env runs compilers; once is enough
         logger.info("Environment:\n%s", collect_env())
     logger.info("Config:\n%s", cfg.dump())

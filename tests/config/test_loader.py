@@ -169,11 +169,17 @@ def test_device_auto_is_settled_when_loaded_or_frozen(monkeypatch):
     from detbench.config import get_cfg
 
     assert get_cfg().MODEL.DEVICE == "auto"
+    from detbench.config.node import describe_device
+
     for visible, expected in ((False, "cpu"), (True, "cuda")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda visible=visible: visible)
-        assert load_config(None, []).MODEL.DEVICE == expected
+        loaded = load_config(None, [])
+        assert loaded.MODEL.DEVICE == expected
+        why = "a GPU is visible" if visible else "no GPU is visible"
+        assert describe_device(loaded) == f"{expected} (MODEL.DEVICE auto: {why})"
         node = get_cfg()
         node.freeze()  # the maskrcnn-benchmark way: merge, freeze, torch.device(cfg.MODEL.DEVICE)
         assert node.MODEL.DEVICE == expected
     # An explicit device is kept as written (the tools refuse "cuda" without a GPU).
-    assert load_config(None, ["MODEL.DEVICE", "cuda:1"]).MODEL.DEVICE == "cuda:1"
+    explicit = load_config(None, ["MODEL.DEVICE", "cuda:1"])
+    assert explicit.MODEL.DEVICE == "cuda:1" and describe_device(explicit) == "cuda:1 (MODEL.DEVICE)"
