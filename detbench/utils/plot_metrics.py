@@ -99,6 +99,8 @@ def _draw_panel(ax, title: str, series: Series, smoothed: bool) -> None:
     """One line chart of ``series`` on the matplotlib axes ``ax``; a legend when there are several
     lines. With ``smoothed`` (and enough points) a line is drawn faint with its moving average on
     top; few points (evaluations) are marked."""
+    from matplotlib.ticker import MaxNLocator
+
     for i, (name, points) in enumerate(series.items()):
         colour = f"C{i % 10}"
         xs, ys = zip(*sorted(points))
@@ -107,8 +109,12 @@ def _draw_panel(ax, title: str, series: Series, smoothed: bool) -> None:
             ys = smooth(list(ys), max(3, len(points) // 15))
         ax.plot(xs, ys, color=colour, linewidth=1.8, label=name, marker="o" if len(points) <= 20 else None,
                 markersize=3)
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10)  # centred: the y axis' "1e-5" multiplier sits top left
     ax.set_xlabel("iteration", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
+    steps = {x for points in series.values() for x, _ in points}
+    if len(steps) == 1:  # one evaluation: a range of whole iterations around it
+        ax.set_xlim(min(steps) - 1, min(steps) + 1)
     ax.tick_params(labelsize=8)
     ax.grid(True, color="0.9")
     if len(series) > 1:
