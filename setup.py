@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
@@ -132,6 +133,30 @@ class _Build(BuildExtension):
             (folder / "_build_info.json").write_text(text + "\n")
 
 
+class _BuildPy(build_py):
+    """build_py that also puts the recipes of ``configs/`` into the package (``detbench/configs/``),
+    where ``detbench.model_zoo`` and ``detbench://configs/...`` find them in an installed wheel."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "detbench" / "configs"
+        for source in sorted((ROOT / "configs").rglob("*.yaml")):
+            dest = target / source.relative_to(ROOT / "configs")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.copy_file(str(source), str(dest))
+
+
+# Console scripts; tools/*.py in a clone call the same functions.
+ENTRY_POINTS = {
+    "console_scripts": [
+        "detbench-train = detbench.cli.train:main",
+        "detbench-test = detbench.cli.test:main",
+        "detbench-visualize = detbench.cli.visualize:main",
+        "detbench-plot = detbench.cli.plot_metrics:main",
+        "detbench-download = detbench.cli.download:main",
+    ]
+}
+
 setup(
     name="detbench",
     version="0.1.0",
@@ -141,6 +166,7 @@ setup(
     install_requires=_requirements(),
     ext_modules=[_extension()],
     package_data={"detbench": ["_build_info.json"]},
-    cmdclass={"build_ext": _Build.with_options(use_ninja=True)},
+    entry_points=ENTRY_POINTS,
+    cmdclass={"build_ext": _Build.with_options(use_ninja=True), "build_py": _BuildPy},
     zip_safe=False,
 )

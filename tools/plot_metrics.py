@@ -1,29 +1,14 @@
-"""Draw the training curves of a run: loss terms, learning rate and evaluation AP.
+"""Draw a run's training curves: the same as ``detbench-plot``.
 
     python tools/plot_metrics.py OUTPUT_DIR [--output FILE]
-
-Reads OUTPUT_DIR/metrics.jsonl and writes OUTPUT_DIR/training_curves.png (or FILE).
 """
 
-from __future__ import annotations
+import sys
+from pathlib import Path
 
-import argparse
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this clone's detbench, before any installed one
 
-from detbench.utils.plot_metrics import plot_metrics
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Plot OUTPUT_DIR/metrics.jsonl as a PNG of line charts")
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="a training run's OUTPUT_DIR")
-    parser.add_argument("--output", metavar="FILE", default=None,
-                        help="PNG to write (default: OUTPUT_DIR/training_curves.png)")
-    args = parser.parse_args(argv)
-    try:
-        path = plot_metrics(args.output_dir, args.output)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"plot_metrics: {exc}") from None
-    print(f"Wrote {path}")
-
+from detbench.cli.plot_metrics import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

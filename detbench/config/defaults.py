@@ -9,14 +9,17 @@ Use :func:`get_cfg` for a fresh, mutable copy; never mutate ``_C`` itself.
 
 from yacs.config import CfgNode as CN
 
-_C = CN()
+from .node import CfgNode
+
+_C = CfgNode()
 
 # ---------------------------------------------------------------------------
 # MODEL: which detector to build and where its weights come from
 # ---------------------------------------------------------------------------
 _C.MODEL = CN()
-# Device the model runs on: "cpu", "cuda" or "cuda:N".
-_C.MODEL.DEVICE = "cuda"
+# Device the model runs on: "auto" (CUDA when a GPU is visible, else CPU; settled when the config
+# is loaded or frozen, and logged), "cpu", "cuda" or "cuda:N" (these fail when no GPU is visible).
+_C.MODEL.DEVICE = "auto"
 # Detector class, a name registered in detbench.modeling.detector ("GeneralizedRCNN").
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
 # Weights to start from: a file path, or "" for random initialisation.
@@ -430,8 +433,9 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
 # ---------------------------------------------------------------------------
 # Misc
 # ---------------------------------------------------------------------------
-# Folder for checkpoints, logs, metrics and inference results (created if missing).
-_C.OUTPUT_DIR = "."
+# Folder for checkpoints, logs, metrics and inference results (created if missing); "{config}" is
+# replaced by the config file's name without .yaml ("defaults" without a file); "" writes nothing.
+_C.OUTPUT_DIR = "output/{config}"
 # Random seed of torch, numpy and Python's random, offset by the rank (-1: drawn at random and logged).
 _C.SEED = -1
 # Training precision: "float32", or "float16" for mixed precision with torch.amp (CUDA only).
@@ -440,6 +444,6 @@ _C.DTYPE = "float32"
 _C.AMP_VERBOSE = False
 
 
-def get_cfg() -> CN:
-    """A fresh, mutable copy of the default config."""
+def get_cfg() -> CfgNode:
+    """A fresh, mutable copy of the default config (its merge methods understand ``_BASE_``)."""
     return _C.clone()

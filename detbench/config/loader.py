@@ -18,8 +18,11 @@ import yaml
 from yacs.config import CfgNode
 
 from .defaults import get_cfg
+from .node import remember_config_name, settle
 
 BASE_KEY = "_BASE_"
+# Prefix of the recipes shipped inside the package: detbench://configs/quickstart/....yaml
+SCHEME = "detbench://"
 
 # maskrcnn-benchmark features that detbench does not implement: key prefix -> feature.
 UNSUPPORTED = {
@@ -116,22 +119,74 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _base_path(base: Any, child: Path) -> Path:
+    """Where a ``_BASE_`` entry of ``child`` points: a path relative to ``child``'s folder, an
+    absolute path, or a shipped recipe ``detbench://configs/<name>`` (see detbench.model_zoo)."""
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{child}: _BASE_ must be a file name, got {base!r}")
+    if base.startswith(SCHEME):
+        return resolve_config_path(base)
+    return child.parent / base
+
+
+def _chain_text(chain: list[Path]) -> str:
+    return " -> ".join(str(p) for p in chain)
+
+
+def read_config_chain(config_file: str | Path) -> list[tuple[Path, dict]]:
+    """The YAML mappings of ``config_file`` and its ``_BASE_`` files, the deepest base first.
+
+    A ``_BASE_`` file may have its own ``_BASE_``, to any depth. A cycle, or a base that
+    cannot be read, raises ConfigError naming the whole chain (``child -> base -> ...``).
+    """
+    path = resolve_config_path(config_file)
+    chain: list[Path] = []
+    found: list[tuple[Path, dict]] = []
+    while True:
+        resolved = path.resolve()
+        if resolved in chain:
+            raise ConfigError(f"_BASE_ cycle: {_chain_text(chain + [resolved])}")
+        try:
+            data = _read_yaml(path)
+        except ConfigError as exc:
+            if not chain:
+                raise
+            raise ConfigError(f"{exc} (a _BASE_ reached through {_chain_text(chain + [resolved])})") from exc
+        chain.append(resolved)
+        base = data.pop(BASE_KEY, None)
+        found.append((path, data))
+        if base is None:
+            return found[::-1]
+        path = _base_path(base, path)
+
+
+def resolve_config_path(config_file: str | Path) -> Path:
+    """``config_file`` as a path; ``detbench://configs/<name>`` names a shipped recipe."""
+    name = str(config_file)
+    if name.startswith(SCHEME):
+        from detbench.model_zoo import get_config_file
+
+        try:
+            return Path(get_config_file(name))
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from exc
+    return Path(config_file)
+
+
 def merge_from_file(cfg: CfgNode, config_file: str | Path) -> None:
-    """Merge a YAML file (and its one optional ``_BASE_`` file) into ``cfg``."""
-    path = Path(config_file)
-    data = _read_yaml(path)
-    base = data.pop(BASE_KEY, None)
-    if base is not None:
-        base_path = (path.parent / str(base)).resolve()
-        base_data = _read_yaml(base_path)
-        if BASE_KEY in base_data:
-            raise ConfigError(f"{base_path}: a _BASE_ file may not have its own _BASE_ (one level only)")
-        _merge(cfg, base_data, cfg, str(base_path))
-    _merge(cfg, data, cfg, str(path))
+    """Merge a YAML file into ``cfg``, after its chain of ``_BASE_`` files (deepest first)."""
+    if cfg.is_frozen():
+        raise ConfigError(f"cannot merge {config_file} into a frozen config (call defrost() first)")
+    chain = read_config_chain(config_file)
+    for path, data in chain:
+        _merge(cfg, data, cfg, str(path))
+    remember_config_name(cfg, chain[-1][0])
 
 
 def merge_from_list(cfg: CfgNode, opts: Iterable[str]) -> None:
     """Merge command-line overrides ``["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.01"]``."""
+    if cfg.is_frozen():
+        raise ConfigError("cannot merge overrides into a frozen config (call defrost() first)")
     opts = list(opts)
     if len(opts) % 2:
         raise ConfigError(f"overrides come in KEY VALUE pairs; got an odd number: {opts}")
@@ -144,7 +199,9 @@ def merge_from_list(cfg: CfgNode, opts: Iterable[str]) -> None:
 
 
 def load_config(config_file: str | Path | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CfgNode:
-    """Defaults, then ``config_file`` (with its ``_BASE_``), then ``opts``; frozen unless asked not to."""
+    """Defaults, then ``config_file`` (after its ``_BASE_`` chain), then ``opts``; validated, with
+    ``MODEL.DEVICE auto`` and ``OUTPUT_DIR``'s ``{config}`` settled (see node.settle), and frozen
+    unless asked not to."""
     cfg = get_cfg()
     if config_file:
         merge_from_file(cfg, config_file)
@@ -152,6 +209,7 @@ def load_config(config_file: str | Path | None = None, opts: Iterable[str] = (),
     from .validate import validate_config  # here: validate.py imports ConfigError from this module
 
     validate_config(cfg)
+    settle(cfg)
     if freeze:
         cfg.freeze()
     return cfg

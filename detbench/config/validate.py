@@ -25,7 +25,7 @@ from .loader import ConfigError
 
 # FPN heads pool from P2..P5; P6 only feeds the RPN.
 FPN_POOLED_LEVELS = 4
-DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 WARMUP_METHODS = ("constant", "linear")
 # The choices of the SOLVER recipe options (detbench/solver/build.py builds them).
 OPTIMIZERS = ("SGD", "AdamW")
@@ -232,7 +232,7 @@ def _active_roi_heads(cfg: CfgNode) -> list[str]:
 def _check_model(cfg: CfgNode) -> list[str]:
     m, problems = cfg.MODEL, []
     if not DEVICE_PATTERN.fullmatch(m.DEVICE):
-        problems.append(_problem("MODEL.DEVICE", m.DEVICE, "'cpu', 'cuda' or 'cuda:N'"))
+        problems.append(_problem("MODEL.DEVICE", m.DEVICE, "'auto', 'cpu', 'cuda' or 'cuda:N'"))
     if cfg.DTYPE not in DTYPES:
         problems.append(_problem("DTYPE", cfg.DTYPE, f"one of {DTYPES}"))
     gn = m.GROUP_NORM

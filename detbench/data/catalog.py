@@ -19,10 +19,14 @@ name in ``DATASETS.TRAIN`` / ``DATASETS.TEST``.
 from __future__ import annotations
 
 import difflib
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+logger = logging.getLogger(__name__)
 
 ENV_ROOT = "DETBENCH_DATASETS"
 DEFAULT_ROOT = "./datasets"
@@ -50,6 +54,10 @@ PENN_FUDAN_DATASETS = {"penn_fudan_train": "train", "penn_fudan_test": "test"}
 PENN_FUDAN_FOLDER = "PennFudanPed"
 SHAPES_DATASETS = {"shapes_train": "train", "shapes_val": "val"}
 SHAPES_FOLDER = "shapes"
+# Class names (label 1, 2, ...) of the datasets whose categories are fixed by their code; COCO-format
+# data names its own in the json. The shapes generator and PennFudanDataset take theirs from here.
+SHAPES_CLASSES = ("circle", "square", "triangle", "star", "ring")  # json category ids 1..5
+PENN_FUDAN_CLASSES = ("person",)
 
 
 class UnknownDatasetError(KeyError):
@@ -66,6 +74,25 @@ class DatasetSpec:
     name: str
     factory: str  # "COCODataset", "PennFudanDataset" or "Shapes" (a COCODataset generated on first use)
     args: dict[str, Any] = field(default_factory=dict)
+    # Names of labels 1, 2, ... when the dataset's code fixes them; None: read them from "ann_file".
+    classes: tuple[str, ...] | None = None
+
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of labels 1, 2, ... (as the dataset numbers them), without creating or
+        downloading anything; None when they are in a json that cannot be read."""
+        if self.classes is not None:
+            return self.classes
+        ann_file = self.args.get("ann_file")
+        if ann_file is None:
+            return None
+        try:
+            with open(ann_file, encoding="utf-8") as f:
+                categories = json.load(f)["categories"]
+            # COCODataset numbers the json's category ids 1..K in increasing order.
+            return tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.info("No class names from %s: %s", ann_file, exc)
+            return None
 
 
 def datasets_root() -> Path:
@@ -111,10 +138,11 @@ def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None
         return DatasetSpec(name, "COCODataset", {"root": root / images, "ann_file": root / ann})
     if name in PENN_FUDAN_DATASETS:
         args = {"root": root / PENN_FUDAN_FOLDER, "split": PENN_FUDAN_DATASETS[name]}
-        return DatasetSpec(name, "PennFudanDataset", args)
+        return DatasetSpec(name, "PennFudanDataset", args, PENN_FUDAN_CLASSES)
     if name in SHAPES_DATASETS:
         # Only the cache root here: the split is generated when the dataset is built, not looked up.
-        return DatasetSpec(name, "Shapes", {"root": root / SHAPES_FOLDER, "split": SHAPES_DATASETS[name]})
+        return DatasetSpec(name, "Shapes", {"root": root / SHAPES_FOLDER, "split": SHAPES_DATASETS[name]},
+                           SHAPES_CLASSES)
     known = sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *SHAPES_DATASETS, *custom])
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
     hint = f" Did you mean {close[0]!r}?" if close else ""

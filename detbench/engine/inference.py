@@ -3,11 +3,12 @@ evaluate them against the dataset's ground truth (rank 0 only)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -145,6 +146,10 @@ def inference(
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``model`` on ``data_loader.dataset``.
 
+    A model that pastes its masks into the image itself (MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS)
+    returns box-relative masks while it is evaluated (:func:`box_relative_masks`): evaluation
+    pastes them once, into the original image, so the segm AP is the same with and without it.
+
     Every rank runs its share of the images (the model in eval mode, restored afterwards);
     rank 0 gathers the predictions (each image once), saves them as ``predictions.pth`` in
     ``output_folder`` when given (see :mod:`detbench.engine.predictions_file`), and evaluates ``iou_types`` ("bbox", "segm", "keypoints")
@@ -156,7 +161,8 @@ def inference(
     model.eval()
     start = time.perf_counter()
     try:
-        predictions, model_time = compute_on_dataset(model, data_loader, device)
+        with box_relative_masks(model):
+            predictions, model_time = compute_on_dataset(model, data_loader, device)
     finally:
         model.train(was_training)
     comm.synchronize()
@@ -168,3 +174,29 @@ def inference(
         Path(output_folder).mkdir(parents=True, exist_ok=True)
         save_predictions(Path(output_folder) / PREDICTIONS_FILENAME, merged, dataset_name)
     return evaluate(dataset, merged, output_folder, iou_types)
+
+
+def _mask_post_processors(model: nn.Module) -> list:
+    from detbench.modeling.roi_heads.mask_head.inference import MaskPostProcessor
+
+    return [m for m in model.modules() if isinstance(m, MaskPostProcessor)]
+
+
+def pastes_masks(model: nn.Module) -> bool:
+    """True when ``model``'s mask head pastes its masks into the image itself (a MaskPostProcessor
+    with a Masker: MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS)."""
+    return any(m.masker is not None for m in _mask_post_processors(model))
+
+
+@contextlib.contextmanager
+def box_relative_masks(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model``'s mask head returns [K, 1, M, M] box-relative masks even when
+    it pastes them otherwise; its Masker is put back on exit (also after an error)."""
+    saved = [(m, m.masker) for m in _mask_post_processors(model)]
+    for module, _ in saved:
+        module.masker = None
+    try:
+        yield
+    finally:
+        for module, masker in saved:
+            module.masker = masker

@@ -1,4 +1,4 @@
-"""What tools/train_net.py and tools/test_net.py share: process setup, the test run.
+"""What training and testing share (detbench.cli.train / .test): process setup, the test run.
 
 Distributed runs are started by ``torchrun`` (never by detbench itself): when it sets
 WORLD_SIZE > 1, the process group is initialised with NCCL on GPUs and gloo on CPUs,
@@ -18,13 +18,13 @@ import argparse
 import datetime
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
 from yacs.config import CfgNode
 
-from detbench.config import load_config
+from detbench.config import ConfigError, load_config
+from detbench.config.node import describe_device
 from detbench.utils import comm
 from detbench.utils.collect_env import collect_env
 from detbench.utils.logger import setup_logger
@@ -33,26 +33,6 @@ from detbench.utils.miscellaneous import mkdir, save_config, set_seed
 # Collective operations that take longer than this fail (a rank died or is stuck).
 DISTRIBUTED_TIMEOUT = datetime.timedelta(minutes=10)
 TIMEOUT_ENV = "DETBENCH_DIST_TIMEOUT_S"  # overrides DISTRIBUTED_TIMEOUT, in seconds
-
-
-def argument_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config-file", default="", metavar="FILE", help="YAML config file")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides as KEY VALUE pairs, e.g. MODEL.DEVICE cpu")
-    return parser
-
-
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse, accepting on/off flags (``--skip-test``) anywhere, also after the KEY VALUE pairs.
-
-    The overrides are taken verbatim (values such as ``-1`` are not options), so flags
-    that follow them would otherwise be read as config keys.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    flags = {opt for action in parser._actions if action.nargs == 0 for opt in action.option_strings}
-    front = [a for a in argv if a in flags]
-    return parser.parse_args(front + [a for a in argv if a not in flags])
 
 
 def distributed_timeout() -> datetime.timedelta:
@@ -91,13 +71,15 @@ def setup(args: argparse.Namespace, tool: str) -> tuple[CfgNode, bool, logging.L
     """Load and freeze the config, join the process group, log, save the config, seed."""
     cfg = load_config(args.config_file or None, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no GPU is visible; add MODEL.DEVICE cpu")
+        raise ConfigError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no GPU is visible; "
+                          "use MODEL.DEVICE auto (the default) or cpu")
     distributed = init_distributed(cfg.MODEL.DEVICE)
     output_dir = cfg.OUTPUT_DIR
     if output_dir and comm.is_main_process():
         mkdir(output_dir)
     logger = setup_logger("detbench", output_dir, comm.get_rank())
     logger.info("%s: %d process(es); arguments: %s", tool, comm.get_world_size(), args)
+    logger.info("Device: %s", describe_device(cfg))
     if comm.is_main_process():  # collect_env runs compilers; once is enough
         logger.info("Environment:\n%s", collect_env())
     logger.info("Config:\n%s", cfg.dump())

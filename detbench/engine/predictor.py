@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,10 +19,9 @@ from yacs.config import CfgNode
 from detbench.data import catalog
 from detbench.data.build import dataset_names
 from detbench.data.datasets.coco import to_rgb
-from detbench.data.datasets.shapes import CATEGORIES as SHAPES_CATEGORIES
 from detbench.data.transforms import build_transforms
 from detbench.modeling.detector import build_detection_model
-from detbench.modeling.roi_heads.mask_head.inference import paste_masks_in_image
+from detbench.structures.mask_ops import full_size_masks
 from detbench.structures.bounding_box import BoxList
 from detbench.utils.checkpoint import Checkpointer
 
@@ -49,17 +47,6 @@ def as_rgb_image(image: ImageLike) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
 
 
-def _coco_json_names(ann_file: Any) -> list[str] | None:
-    """Category names of a COCO json, in contiguous-id order (as COCODataset numbers them)."""
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            categories = json.load(f)["categories"]
-        return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.info("No class names from %s: %s", ann_file, exc)
-        return None
-
-
 def dataset_class_names(cfg: CfgNode) -> list[str] | None:
     """``[BACKGROUND, name of label 1, ...]`` of the first DATASETS.TEST dataset, or None when
     that needs a download, a generation or a missing file (nothing is created here)."""
@@ -70,30 +57,8 @@ def dataset_class_names(cfg: CfgNode) -> list[str] | None:
         spec = catalog.get(names[0], cfg.DATASETS.CUSTOM)
     except (KeyError, ValueError):
         return None
-    if spec.factory == "Shapes":  # generated data: the categories are constants of the generator
-        found: Sequence[str] | None = SHAPES_CATEGORIES
-    elif spec.factory == "COCODataset":
-        found = _coco_json_names(spec.args["ann_file"])
-    elif spec.factory == "PennFudanDataset":
-        found = ("person",)  # the one category of PennFudanDataset (label 1)
-    else:
-        found = None
+    found = spec.class_names()  # the catalog knows them; nothing is generated or downloaded
     return [BACKGROUND, *found] if found else None
-
-
-def full_size_masks(masks: torch.Tensor, result: BoxList, pasted: bool = False) -> torch.Tensor:
-    """Mask probabilities -> [N, 1, H, W] float32 for ``result.size = (W, H)``.
-
-    Box-relative [N, 1, M, M] masks are pasted into the image as COCO evaluation pastes
-    them. ``pasted`` masks (the model's ROI_MASK_HEAD.POSTPROCESS_MASKS, [N, 1, h, w] at the
-    network's input size) are resized instead: bilinearly, or nearest when already thresholded.
-    """
-    width, height = result.size
-    if not pasted:
-        return paste_masks_in_image(masks.float(), result.convert("xyxy").bbox, (height, width))
-    if masks.dtype == torch.bool:
-        return F.interpolate(masks.float(), size=(height, width), mode="nearest")
-    return F.interpolate(masks.float(), size=(height, width), mode="bilinear", align_corners=False)
 
 
 class Predictor:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from detbench.utils import comm
+from detbench.utils.events import EventWriter
 from detbench.utils.metric_logger import MetricLogger
 
 logger = logging.getLogger("detbench.trainer")
@@ -106,16 +107,19 @@ class StopOnSignal:
 
 
 class MetricsFile:
-    """Appends one JSON object per line to ``OUTPUT_DIR/metrics.jsonl`` (main process only)."""
+    """Appends one JSON object per line to ``OUTPUT_DIR/metrics.jsonl`` (main process only), and
+    the same values to TensorBoard event files in OUTPUT_DIR (detbench.utils.events)."""
 
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir) / "metrics.jsonl" if output_dir else None
+        self.events = EventWriter(output_dir)
 
     def write(self, record: dict) -> None:
         if self.path is None or not comm.is_main_process():
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.events.write(record)
 
     def append_eval(self, iteration: int, results: dict) -> bool:
         """Write ``{"iteration": iteration, "eval": results}`` unless the file already has an
@@ -176,8 +180,10 @@ def do_train(
     if amp and "grad_scaler" in arguments:  # resumed mixed-precision run
         scaler.load_state_dict(arguments["grad_scaler"])
     autocast = torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext()
+    iters_per_epoch = iterations_per_epoch(data_loader)
     model.train()
-    logger.info("Start training at iteration %d of %d", start_iter, max_iter)
+    logger.info("Start training at iteration %d of %d%s", start_iter, max_iter,
+                f" ({iters_per_epoch} iterations per epoch)" if iters_per_epoch else "")
     start = end = time.perf_counter()
     # Installed before the loader is iterated, so that forked workers inherit the handlers.
     with StopOnSignal() as stop:
@@ -208,18 +214,21 @@ def do_train(
             end = time.perf_counter()
             meters.update(loss=sum(reduced.values()), **reduced, time=batch_time, data=data_time)
             if iteration % log_period == 0 or iteration == max_iter:
-                _log(meters, optimizer, device, iteration, max_iter, metrics_file)
+                _log(meters, optimizer, device, iteration, max_iter, metrics_file, iters_per_epoch)
             if amp:
                 arguments["grad_scaler"] = scaler.state_dict()
             saved = iteration % checkpoint_period == 0
             if saved:  # every rank calls save (it gathers RNG states)
                 checkpointer.save(f"model_{iteration:07d}", **arguments)
             stopping = stop.requested(device)  # asked on every rank: it is collective when distributed
-            if (test_fn is not None and test_period > 0 and iteration % test_period == 0
-                    and iteration != max_iter and not stopping):
+            evaluated = (test_fn is not None and test_period > 0 and iteration % test_period == 0
+                         and iteration != max_iter and not stopping)
+            if evaluated:
                 with ema.swapped_into(_unwrapped(model)) if ema is not None else nullcontext():
                     metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
                 model.train()
+            if saved or evaluated:  # the next iteration's times (and so the ETA) leave these out
+                end = time.perf_counter()
             if iteration == max_iter:
                 if ema is not None:  # the result of training is the averaged model
                     # The trained weights stay in the file too, so that a longer schedule resumes exactly.
@@ -253,15 +262,37 @@ def _stopped(stop: StopOnSignal, checkpointer, arguments: dict, saved: bool) -> 
     return stop.exception()
 
 
+def iterations_per_epoch(data_loader: Iterable) -> int | None:
+    """Batches in one pass over the training set, when the loader's batch sampler says so
+    (an IterationBasedBatchSampler over a finite batch sampler), else None."""
+    inner = getattr(getattr(data_loader, "batch_sampler", None), "batch_sampler", None)
+    try:
+        count = len(inner)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return count or None
+
+
+def progress(iteration: int, max_iter: int, iters_per_epoch: int | None) -> str:
+    """``iter: 480/1500`` and, when the epoch length is known, ``epoch: 3.84`` (epochs done)."""
+    text = f"iter: {iteration}/{max_iter}"
+    return text + (f"  epoch: {iteration / iters_per_epoch:.2f}" if iters_per_epoch else "")
+
+
 def _log(meters: MetricLogger, optimizer, device: torch.device, iteration: int, max_iter: int,
-         metrics_file: MetricsFile) -> None:
+         metrics_file: MetricsFile, iters_per_epoch: int | None = None) -> None:
+    # meters.time counts forward, backward and the step only: checkpoints and evaluations are
+    # excluded (see do_train), so they do not inflate the ETA.
     seconds_per_iter = meters.time.global_avg
     eta = datetime.timedelta(seconds=int(seconds_per_iter * (max_iter - iteration)))
     lr = optimizer.param_groups[0]["lr"]
     memory = _memory_mb(device)
-    logger.info("eta: %s  iter: %d  %s  lr: %.6f  max mem: %.0f MB", eta, iteration, meters, lr, memory)
+    logger.info("eta: %s  %s  %s  lr: %.6f  max mem: %.0f MB", eta, progress(iteration, max_iter, iters_per_epoch),
+                meters, lr, memory)
     record = {name: meter.median for name, meter in meters.meters.items()}
     record.update(iteration=iteration, lr=lr, memory_mb=memory)
+    if iters_per_epoch:
+        record["epoch"] = iteration / iters_per_epoch
     if not all(math.isfinite(v) for v in record.values()):
         record = {k: (v if math.isfinite(v) else None) for k, v in record.items()}
     metrics_file.write(record)

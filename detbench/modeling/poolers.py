@@ -144,3 +144,6 @@ def build_pooler(cfg: CfgNode, head: str) -> Pooler:
         sampling_ratio=node.POOLER_SAMPLING_RATIO,
         aligned=node.POOLER_ALIGNED,
     )
+
+
+make_pooler = build_pooler  # maskrcnn-benchmark's name for it

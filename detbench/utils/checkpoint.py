@@ -331,6 +331,12 @@ class Checkpointer:
         name = (self.save_dir / POINTER).read_text().strip()
         return str(self.save_dir / name) if name else ""  # an absolute name stays as it is
 
+    def tag_last_checkpoint(self, last_filename: str | os.PathLike) -> None:
+        """maskrcnn-benchmark's method: point ``last_checkpoint`` at ``last_filename``."""
+        from .detectron_checkpoint import tag_last_checkpoint  # here: that module imports this one
+
+        tag_last_checkpoint(self, last_filename)
+
     def load(self, f: str | os.PathLike | None = None, use_latest: bool = True,
              resume: bool | None = None) -> dict[str, Any]:
         """Load weights or resume; return the extra entries of a resumed checkpoint.
@@ -414,3 +420,14 @@ class Checkpointer:
         elif rng_states is not None:
             self.logger.warning("RNG states saved by %d process(es), this run has %d: random streams "
                                 "are not restored", len(rng_states), comm.get_world_size())
+
+
+
+def __getattr__(name: str) -> Any:
+    """``from detbench.utils.checkpoint import DetectronCheckpointer`` (maskrcnn-benchmark's path):
+    defined in detectron_checkpoint on top of Checkpointer, so imported on first use."""
+    if name == "DetectronCheckpointer":
+        from .detectron_checkpoint import DetectronCheckpointer
+
+        return DetectronCheckpointer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,11 @@ import torch
 
 
 class SmoothedValue:
-    """A stream of numbers with statistics over the last ``window_size`` values and over all of them."""
+    """A stream of numbers with statistics over the last ``window_size`` values and over all of them.
+
+    The statistics are maskrcnn-benchmark's: ``median`` and ``avg`` of the window, ``global_avg``
+    of everything; its ``deque`` (the window) and ``total`` / ``count`` attributes are here too.
+    """
 
     def __init__(self, window_size: int = 20) -> None:
         if window_size < 1:
@@ -29,9 +33,15 @@ class SmoothedValue:
         return self.window[-1]
 
     @property
+    def deque(self) -> deque[float]:
+        """The window (maskrcnn-benchmark's attribute name)."""
+        return self.window
+
+    @property
     def median(self) -> float:
-        """Median of the window (the mean of the two middle values for an even count)."""
-        return statistics.median(self.window)
+        """Median of the window; for an even count the lower of the two middle values, as
+        ``torch.median`` (maskrcnn-benchmark's definition) gives it."""
+        return statistics.median_low(self.window)
 
     @property
     def avg(self) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, ItemsView, Iterator, KeysView, TypeVar, ValuesView
 
 T = TypeVar("T", bound=Callable)
 
@@ -14,14 +14,21 @@ class Registry:
     Each registry documents its contract (what a builder takes and returns) where
     it is created. Lookup of an unknown name raises ``KeyError`` naming the config
     key it came from (when given), the known names and the closest matches.
+
+    It also reads as maskrcnn-benchmark's dict-based registry: ``REG[name]``, ``name in REG``,
+    ``len(REG)``, ``REG.items()`` / ``.keys()`` / ``.values()``, and ``REG.register(name, obj)``
+    as well as the decorator form ``@REG.register(name)``.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._table: dict[str, Callable] = {}
 
-    def register(self, key: str | None = None) -> Callable[[T], T]:
-        """Decorator: ``@REG.register()`` uses the object's ``__name__``; ``register("R-50-C4")`` a given name."""
+    def register(self, key: str | None = None, obj: Callable | None = None) -> Callable:
+        """Decorator: ``@REG.register()`` uses the object's ``__name__``; ``register("R-50-C4")`` a
+        given name. ``register("name", obj)`` registers ``obj`` at once and returns it."""
+        if obj is not None:
+            return self.register(key)(obj)
 
         def add(obj: T) -> T:
             name = key or obj.__name__
@@ -42,6 +49,18 @@ class Registry:
         raise KeyError(
             f"{self.name} has no entry '{key}'{where}.{hint} Known: {', '.join(sorted(self._table))}"
         )
+
+    def __getitem__(self, key: str) -> Callable:
+        return self.get(key)
+
+    def keys(self) -> KeysView[str]:
+        return self._table.keys()
+
+    def values(self) -> ValuesView[Callable]:
+        return self._table.values()
+
+    def items(self) -> ItemsView[str, Callable]:
+        return self._table.items()
 
     def __contains__(self, key: str) -> bool:
         return key in self._table

@@ -188,7 +188,7 @@ def fetch(url: str, progress: bool = False) -> dict[str, torch.Tensor]:
             f"file into {torch.hub.get_dir()}/checkpoints/ yourself") from e
 
 
-def load_by_name(name: str, progress: bool = False) -> dict[str, torch.Tensor]:
+def load_by_name(name: str, progress: bool = True) -> dict[str, torch.Tensor]:
     """The torchvision state dict ``torchvision://NAME`` refers to (unconverted)."""
     return fetch(url_of(name), progress)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from detbench.modeling.roi_heads.mask_head.inference import paste_masks_in_image
+from detbench.structures.mask_ops import paste_masks_in_image
 from detbench.structures.bounding_box import BoxList
 from detbench.structures.keypoint import Keypoints, PersonKeypoints
 
@@ -99,17 +99,47 @@ def _label_text(label: int, score: float | None, class_names: Sequence[str] | No
     return name if score is None else f"{name} {score:.2f}"
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, box: Sequence[float], text: str, colour: tuple,
-                font: ImageFont.ImageFont, image_size: tuple[int, int]) -> None:
-    """``text`` on a ``colour`` rectangle above the box's top-left corner, moved inside the image."""
-    width, height = image_size
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    text_w, text_h = right - left + 4, bottom - top + 4  # 2 px of padding on each side
-    x = min(max(box[0], 0), max(width - text_w, 0))
-    y = box[1] - text_h if box[1] - text_h >= 0 else max(box[1], 0)  # inside the box when no room above
-    y = min(y, max(height - text_h, 0))
-    draw.rectangle((x, y, x + text_w - 1, y + text_h - 1), fill=colour)
-    draw.text((x + 2 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
+Rect = tuple[float, float, float, float]  # (x0, y0, x1, y1)
+
+
+def _overlap(a: Rect, b: Rect) -> float:
+    """Area of the intersection of two rectangles."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_label(box: Sequence[float], text_size: tuple[float, float], image_size: tuple[int, int],
+                occupied: Sequence[Rect] = ()) -> Rect:
+    """Where a label of ``text_size`` (w, h) for ``box`` goes: the candidate position around the
+    box (above, below, right, left; left- or right-aligned) that, moved inside the image, covers
+    the least of its own box, then the least of the ``occupied`` rectangles (other boxes and the
+    labels placed so far), preferring the earlier candidates on ties."""
+    (w, h), (width, height) = text_size, image_size
+    x0, y0, x1, y1 = box
+    candidates = [(x0, y0 - h), (x0, y1), (x1 - w, y0 - h), (x1 - w, y1), (x1, y0), (x0 - w, y0),
+                  (x1, y1 - h), (x0 - w, y1 - h)]
+    best: tuple[float, float, int] | None = None
+    chosen: Rect = (0.0, 0.0, w, h)
+    for rank, (x, y) in enumerate(candidates):
+        x = min(max(x, 0.0), max(width - w, 0.0))
+        y = min(max(y, 0.0), max(height - h, 0.0))
+        rect = (x, y, x + w, y + h)
+        score = (_overlap(rect, (x0, y0, x1, y1)), sum(_overlap(rect, o) for o in occupied), rank)
+        if best is None or score < best:
+            best, chosen = score, rect
+    return chosen
+
+
+def _draw_label(draw: ImageDraw.ImageDraw, rect: Rect, text: str, colour: tuple, font: ImageFont.ImageFont) -> None:
+    """``text`` in white on a ``colour`` rectangle ``rect`` (2 px of padding)."""
+    left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+    draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=colour)
+    draw.text((rect[0] + 2 - left, rect[1] + 2 - top), text, fill=(255, 255, 255), font=font)
+
+
+def upscale_factor(size: tuple[int, int], min_size: int) -> int:
+    """The integer factor that brings the shorter side of ``size`` to at least ``min_size`` (1: none)."""
+    short = min(size)
+    return max(1, -(-min_size // short)) if min_size > 0 and short > 0 else 1
 
 
 def _draw_keypoints(draw: ImageDraw.ImageDraw, keypoints: Keypoints, scores: torch.Tensor | None,
@@ -141,6 +171,7 @@ def draw_instances(
     mask_threshold: float = 0.5,
     keypoint_threshold: float = 2.0,
     alpha: float = 0.45,
+    min_size: int = 0,
 ) -> Image.Image:
     """A copy of ``image`` (PIL or H x W x 3 uint8 RGB) with the instances of ``boxlist`` drawn.
 
@@ -149,14 +180,23 @@ def draw_instances(
     truth has no "scores": all are drawn). ``class_names[label]`` names a label (else the
     number is shown). Masks are cut at ``mask_threshold`` when they hold probabilities;
     predicted keypoints are drawn where their heatmap logit exceeds ``keypoint_threshold``.
+    With ``min_size``, an image whose shorter side is smaller is enlarged by a whole factor
+    (nearest neighbour: each pixel becomes a square, masks too) before drawing, so that lines
+    and labels are readable on small images. Labels go beside their box, not over it
+    (:func:`place_label`).
     """
     canvas = _as_image(image)
     if tuple(boxlist.size) != canvas.size:
         boxlist = boxlist.resize(canvas.size)
     if boxlist.has_field("scores"):
         boxlist = boxlist[boxlist.get_field("scores").detach().cpu() >= score_threshold]
+    masks = instance_masks(boxlist, mask_threshold)  # at the image's own size
+    factor = upscale_factor(canvas.size, min_size)
+    if factor > 1:
+        canvas = canvas.resize((canvas.width * factor, canvas.height * factor), Image.NEAREST)
+        boxlist = boxlist.resize(canvas.size)
+        masks = None if masks is None else masks.repeat(factor, axis=1).repeat(factor, axis=2)
     colours = [PALETTE[i % len(PALETTE)] for i in range(len(boxlist))]
-    masks = instance_masks(boxlist, mask_threshold)
     if masks is not None and len(boxlist):
         pixels = np.asarray(canvas, dtype=np.float32)
         _fill_masks(pixels, masks, colours, alpha)
@@ -172,8 +212,14 @@ def draw_instances(
     labels = boxlist.get_field("labels").tolist() if boxlist.has_field("labels") else [None] * len(boxlist)
     scores = boxlist.get_field("scores").tolist() if boxlist.has_field("scores") else [None] * len(boxlist)
     font = load_font(int(11 * scale))
-    for box, label, score, colour in zip(boxes, labels, scores, colours):
-        if label is not None or score is not None:
-            text = _label_text(label, score, class_names) if label is not None else f"{score:.2f}"
-            _draw_label(draw, box, text, colour, font, canvas.size)
+    occupied: list[Rect] = [tuple(b) for b in boxes]
+    for i, (box, label, score, colour) in enumerate(zip(boxes, labels, scores, colours)):
+        if label is None and score is None:
+            continue
+        text = _label_text(label, score, class_names) if label is not None else f"{score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        others = occupied[:i] + occupied[i + 1:]  # every other box, and the labels placed so far
+        rect = place_label(box, (right - left + 4, bottom - top + 4), canvas.size, others)
+        _draw_label(draw, rect, text, colour, font)
+        occupied.append(rect)
     return canvas

@@ -53,12 +53,66 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg.DATASETS.TEST == ("a", "b")
 
 
-def test_base_of_base_is_refused(tmp_path):
-    _write(tmp_path / "a.yaml", "SOLVER:\n  MAX_ITER: 1\n")
-    _write(tmp_path / "b.yaml", "_BASE_: a.yaml\n")
-    c = _write(tmp_path / "c.yaml", "_BASE_: b.yaml\n")
-    with pytest.raises(ConfigError, match="one level only"):
-        load_config(c)
+def test_base_chain_of_any_depth_merges_deepest_first(tmp_path):
+    _write(tmp_path / "a.yaml", "SOLVER:\n  MAX_ITER: 1\n  BASE_LR: 0.1\n  GAMMA: 0.5\n")
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub" / "b.yaml", "_BASE_: ../a.yaml\nSOLVER:\n  MAX_ITER: 2\n  BASE_LR: 0.2\n")
+    c = _write(tmp_path / "c.yaml", "_BASE_: sub/b.yaml\nSOLVER:\n  MAX_ITER: 3\n")
+    cfg = load_config(c)
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR, cfg.SOLVER.GAMMA) == (3, 0.2, 0.5)
+
+
+def test_base_cycle_is_named_with_the_chain(tmp_path):
+    _write(tmp_path / "a.yaml", "_BASE_: b.yaml\n")
+    _write(tmp_path / "b.yaml", "_BASE_: c.yaml\n")
+    _write(tmp_path / "c.yaml", "_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "a.yaml")
+    a, b, c = (str(tmp_path / n) for n in ("a.yaml", "b.yaml", "c.yaml"))
+    assert str(info.value) == f"_BASE_ cycle: {a} -> {b} -> {c} -> {a}"
+
+
+def test_missing_base_names_the_chain(tmp_path):
+    _write(tmp_path / "b.yaml", "_BASE_: gone.yaml\n")
+    _write(tmp_path / "a.yaml", "_BASE_: b.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "a.yaml")
+    chain = " -> ".join(str(tmp_path / n) for n in ("a.yaml", "b.yaml", "gone.yaml"))
+    assert "cannot read config file" in str(info.value) and chain in str(info.value)
+
+
+def test_a_shipped_recipe_with_its_own_base_is_a_valid_base(tmp_path):
+    # The README's "start from a recipe" path: configs/pennfudan/... has _BASE_ ../Base-RCNN-FPN.yaml.
+    mine = _write(tmp_path / "mine.yaml",
+                  "_BASE_: detbench://configs/pennfudan/mask_rcnn_R_18_FPN_scratch.yaml\n"
+                  "SOLVER:\n  MAX_ITER: 11\n")
+    cfg = load_config(mine)
+    assert cfg.MODEL.BACKBONE.CONV_BODY == "R-18-FPN" and cfg.MODEL.RPN.USE_FPN and cfg.SOLVER.MAX_ITER == 11
+
+
+def test_global_cfg_and_node_methods_understand_base(tmp_path):
+    from detbench.config import cfg, get_cfg
+
+    node = get_cfg()
+    node.merge_from_file("configs/e2e_mask_rcnn_R_50_FPN_1x.yaml")  # _BASE_: Base-RCNN-FPN.yaml
+    node.merge_from_list(["SOLVER.BASE_LR", "0.5"])
+    assert node.MODEL.BACKBONE.CONV_BODY == "R-50-FPN" and node.SOLVER.BASE_LR == 0.5
+    assert node.MODEL.MASK_ON and node.MODEL.RPN.USE_FPN
+    # The global node is its own copy: get_cfg() stays the defaults whatever a script does to cfg.
+    saved = cfg.SOLVER.MAX_ITER
+    try:
+        cfg.merge_from_list(["SOLVER.MAX_ITER", "5"])
+        assert cfg.SOLVER.MAX_ITER == 5 and get_cfg().SOLVER.MAX_ITER != 5
+    finally:
+        cfg.SOLVER.MAX_ITER = saved
+    node.freeze()
+    with pytest.raises(ConfigError, match="frozen"):
+        node.merge_from_list(["SOLVER.BASE_LR", "0.1"])
+
+
+def test_unknown_shipped_recipe_suggests_names():
+    with pytest.raises(ConfigError, match="pennfudan/mask_rcnn_R_18_FPN_scratch.yaml"):
+        load_config("detbench://configs/pennfudan/mask_rcnn_R_18_FPN_scratc.yaml")
 
 
 def test_unknown_key_names_file_and_nearest_keys(tmp_path):
@@ -107,3 +161,25 @@ def test_broken_and_missing_files(tmp_path):
     scalar = _write(tmp_path / "scalar.yaml", "42\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(scalar)
+
+
+def test_device_auto_is_settled_when_loaded_or_frozen(monkeypatch):
+    import torch
+
+    from detbench.config import get_cfg
+
+    assert get_cfg().MODEL.DEVICE == "auto"
+    from detbench.config.node import describe_device
+
+    for visible, expected in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda visible=visible: visible)
+        loaded = load_config(None, [])
+        assert loaded.MODEL.DEVICE == expected
+        why = "a GPU is visible" if visible else "no GPU is visible"
+        assert describe_device(loaded) == f"{expected} (MODEL.DEVICE auto: {why})"
+        node = get_cfg()
+        node.freeze()  # the maskrcnn-benchmark way: merge, freeze, torch.device(cfg.MODEL.DEVICE)
+        assert node.MODEL.DEVICE == expected
+    # An explicit device is kept as written (the tools refuse "cuda" without a GPU).
+    explicit = load_config(None, ["MODEL.DEVICE", "cuda:1"])
+    assert explicit.MODEL.DEVICE == "cuda:1" and describe_device(explicit) == "cuda:1 (MODEL.DEVICE)"

@@ -137,6 +137,7 @@ def test_load_config_leaves_valid_values_unchanged():
     cfg = load_config(None, ["MODEL.DEVICE", "cpu"], freeze=False)
     expected = get_cfg()
     expected.MODEL.DEVICE = "cpu"
+    expected.OUTPUT_DIR = "output/defaults"  # the default "output/{config}" without a config file
     assert not cfg.is_frozen() and cfg == expected
 
 

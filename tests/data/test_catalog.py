@@ -55,3 +55,16 @@ def test_malformed_custom_entries(bad):
 def test_custom_name_may_not_shadow_a_standard_one():
     with pytest.raises(ValueError, match="already defined"):
         catalog.get("x", (("coco_2017_val", "i", "a.json"),))
+
+
+def test_catalog_knows_class_names(tmp_path):
+    from detbench.data import catalog
+    from detbench.data.datasets.shapes import CATEGORIES
+
+    assert catalog.get("shapes_val").class_names() == CATEGORIES == ("circle", "square", "triangle", "star", "ring")
+    assert catalog.get("penn_fudan_test").class_names() == ("person",)
+    ann = tmp_path / "a.json"
+    ann.write_text('{"images": [], "annotations": [], "categories": [{"id": 7, "name": "b"}, {"id": 2, "name": "a"}]}')
+    spec = catalog.get("mine", [("mine", str(tmp_path), str(ann))])
+    assert spec.class_names() == ("a", "b")  # contiguous ids follow the json ids' order
+    assert catalog.get("coco_2017_val", root=tmp_path).class_names() is None  # not downloaded: no names, no error

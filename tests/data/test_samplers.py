@@ -47,11 +47,37 @@ def test_grouped_batches_hold_one_group():
     groups = [0, 1, 0, 0, 1, 1, 1, 0, 0]
     sampler = GroupedBatchSampler(SequentialSampler(range(9)), groups, batch_size=2)
     batches = list(sampler)
-    # By hand: 0:[0,2] full at index 2; 1:[1,4] at 4; 1:[5,6] at 6; 0:[3,7] at 7; leftover 0:[8].
-    assert batches == [[0, 2], [1, 4], [5, 6], [3, 7], [8]]
+    # By hand (maskrcnn-benchmark's order): group 0 is [0, 2], [3, 7], [8], group 1 [1, 4], [5, 6];
+    # ordered by their first index: 0, 1, 3, 5, 8.
+    assert batches == [[0, 2], [1, 4], [3, 7], [5, 6], [8]]
     assert len(sampler) == 5
     dropped = GroupedBatchSampler(SequentialSampler(range(9)), groups, batch_size=2, drop_uneven=True)
-    assert list(dropped) == [[0, 2], [1, 4], [5, 6], [3, 7]] and len(dropped) == 4
+    assert list(dropped) == [[0, 2], [1, 4], [3, 7], [5, 6]] and len(dropped) == 4
+
+
+def _maskrcnn_benchmark_batches(sampled: list[int], groups: list[int], batch_size: int, drop_uneven: bool):
+    """maskrcnn-benchmark's GroupedBatchSampler._prepare_batches, restated with plain lists: split
+    each group's indices (in sampled order) into chunks, then sort chunks by the sampled position
+    of their first element."""
+    position = {index: p for p, index in enumerate(sampled)}
+    chunks = []
+    for group in sorted(set(groups[i] for i in sampled)):
+        members = [i for i in sampled if groups[i] == group]
+        chunks += [members[k:k + batch_size] for k in range(0, len(members), batch_size)]
+    chunks.sort(key=lambda chunk: position[chunk[0]])
+    return [c for c in chunks if len(c) == batch_size] if drop_uneven else chunks
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("drop_uneven", [False, True])
+def test_grouped_order_is_maskrcnn_benchmarks(seed, drop_uneven):
+    import random
+
+    rng = random.Random(seed)
+    groups = [rng.randrange(3) for _ in range(40)]
+    sampler = DistributedSampler(40, 1, 0, shuffle=True, seed=seed)
+    got = list(GroupedBatchSampler(sampler, groups, 3, drop_uneven))
+    assert got == _maskrcnn_benchmark_batches(list(sampler), groups, 3, drop_uneven)
 
 
 def _run(start_iter: int, num_iterations: int = 17, grouped: bool = True) -> list[list[int]]:

@@ -94,3 +94,64 @@ def test_append_eval_once_per_iteration(tmp_path):
     assert not metrics.append_eval(20, {"val": {}})  # nothing evaluated
     assert [json.loads(line) for line in path.read_text().splitlines()][-1] == {"iteration": 10, "eval": results}
     assert len(path.read_text().splitlines()) == 2
+
+
+class _Clock:
+    """A stand-in for the trainer's ``time`` module: every perf_counter() call advances 1 ms."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+class _SlowCheckpointer(Checkpointer):
+    """Saving takes 100 s on the fake clock: far longer than an iteration."""
+
+    def __init__(self, clock: _Clock, *args) -> None:
+        super().__init__(*args)
+        self.clock = clock
+
+    def save(self, name, **extra):
+        self.clock.now += 100.0
+        super().save(name, **extra)
+
+
+class _EpochLoader(list):
+    """A list of batches with a batch sampler that reports 4 batches per epoch, like the real loader's."""
+
+    class _Sampler:
+        batch_sampler = [[0]] * 4
+
+    batch_sampler = _Sampler()
+
+
+def test_log_says_where_it_is_and_eta_leaves_out_checkpoints(tmp_path, caplog, monkeypatch):
+    from detbench.engine import trainer
+
+    clock = _Clock()
+    monkeypatch.setattr(trainer, "time", clock)
+    model = ToyDetector()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = WarmupMultiStepLR(optimizer, milestones=[100], warmup_iters=0)
+    checkpointer = _SlowCheckpointer(clock, model, optimizer, scheduler, str(tmp_path))
+
+    def slow_eval(m):
+        clock.now += 100.0
+        return {"val": {"bbox": {"AP": 0.5}}}
+
+    with caplog.at_level("INFO", logger="detbench.trainer"):
+        do_train(model, _EpochLoader(_loader(6)), optimizer, scheduler, checkpointer, torch.device("cpu"),
+                 checkpoint_period=1, arguments={"iteration": 0}, log_period=3, output_dir=str(tmp_path),
+                 test_period=2, test_fn=slow_eval)
+    lines = [r.getMessage() for r in caplog.records if "iter: " in r.getMessage()]
+    assert "iter: 3/6  epoch: 0.75" in lines[0] and "iter: 6/6  epoch: 1.50" in lines[1]
+    # 6 iterations of a few fake milliseconds each after 100 s saves and evaluations: the ETA of
+    # the first log line (3 iterations left) is under a second, not minutes.
+    assert lines[0].startswith("eta: 0:00:00  ")
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "eval" not in r]
+    assert [r["epoch"] for r in train] == [0.75, 1.5]
+    assert all(r["time"] < 1 and r["data"] < 1 for r in train), train  # no 100 s save or evaluation inside

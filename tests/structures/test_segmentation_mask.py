@@ -3,6 +3,7 @@ rasterisation, and use as a BoxList field."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
@@ -93,8 +94,36 @@ def test_poly_to_mask_conversion():
     assert converted.mode == "mask" and converted.size == SIZE
     assert_close(converted.get_mask_tensor(), poly.get_mask_tensor())
     assert poly.convert("poly") is poly
-    with pytest.raises(NotImplementedError):
-        converted.convert("poly")
+    back = converted.convert("poly")
+    assert back.mode == "poly" and len(back) == 3
+    assert_close(back.get_mask_tensor(), poly.get_mask_tensor())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_to_poly_round_trip_is_exact(seed):
+    # Random blobs with holes, one-pixel lines, masks touching every border, and an empty mask.
+    g = torch.Generator().manual_seed(seed)
+    masks = (torch.rand(4, 13, 17, generator=g) > 0.55).to(torch.uint8)
+    masks[1] = 0
+    masks[2, 3:10, 2:12] = 1
+    masks[2, 5:7, 5:8] = 0  # a hole
+    masks[3] = 0
+    masks[3, :, 0] = 1  # a one-pixel column on the left border
+    as_poly = SegmentationMask(masks, (17, 13), "mask").convert("poly")
+    assert as_poly.polygons[1] == []  # empty instance: no polygon
+    assert_close(as_poly.get_mask_tensor(), masks)
+    # Geometry then rasterisation agrees with the bitmask's own geometry.
+    flipped = as_poly.transpose(0).get_mask_tensor()
+    assert_close(flipped, masks.flip(-1))
+
+
+def test_mask_to_polygons_by_hand():
+    from detbench.structures.segmentation_mask import mask_to_polygons
+
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1:3, 1:4] = 1  # a 3 x 2 block: one rectangle
+    mask[3, 0] = 1
+    assert mask_to_polygons(mask) == [[1.0, 1.0, 4.0, 1.0, 4.0, 3.0, 1.0, 3.0], [0.0, 3.0, 1.0, 3.0, 1.0, 4.0, 0.0, 4.0]]
 
 
 # ---- geometry: polygons (hand-derived coordinates) ------------------------------------------

@@ -82,3 +82,19 @@ def test_unknown_weights_name_lists_the_known_ones(tmp_path, monkeypatch, capsys
     code, _, err = _run("weights", "torchvision://no_such_model", env_root=tmp_path, monkeypatch=monkeypatch,
                         capsys=capsys)
     assert code != 0 and "maskrcnn_resnet50_fpn_coco" in err
+
+
+def test_penn_fudan_shows_progress_and_checks_the_hash(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    archive = tmp_path / "PennFudanPed.zip"
+    _official_sized_zip(archive)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    code, _, err = _run("penn_fudan", "--url", archive.as_uri(), "--sha256", "0" * 64, env_root=tmp_path / "d1",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    assert code != 0 and f"sha256 mismatch: got {digest}, expected {'0' * 64}" in err
+    assert not (tmp_path / "d1" / "PennFudanPed").exists()
+    code, _, err = _run("penn_fudan", "--url", archive.as_uri(), "--sha256", digest, env_root=tmp_path / "d2",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    size_mb = archive.stat().st_size / 2**20
+    assert code == 0 and f"PennFudanPed.zip: {size_mb:.1f} MB of {size_mb:.1f} MB (100 %)" in err

@@ -67,9 +67,10 @@ def test_predictions_on_a_folder(tmp_path):
     assert run.returncode != 0, "an unreadable image must make the run fail"
     assert "broken.png" in run.stderr and "1 image(s) could not be read" in run.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
-    assert Image.open(out / "a.png").size == (70, 50) and Image.open(out / "b.png").size == (30, 40)
+    # Small images are enlarged by a whole factor to a shorter side >= 512 (--min-size).
+    assert Image.open(out / "a.png").size == (70 * 11, 50 * 11) and Image.open(out / "b.png").size == (30 * 18, 40 * 18)
     drawn, source = np.asarray(Image.open(out / "a.png")), np.asarray(Image.open(folder / "a.png"))
-    assert (drawn != source).any(), "nothing was drawn"
+    assert (drawn != source.repeat(11, axis=0).repeat(11, axis=1)).any(), "nothing was drawn"
     assert f"Wrote the images to {out}" in run.stdout and "detection(s)" in run.stdout
     # --num-images takes the first files in name order (the quickstart draws 8 of 200).
     first = tmp_path / "first"
@@ -90,6 +91,7 @@ def test_ground_truth_of_a_shapes_split(tmp_path):
     assert [p.name for p in written] == ["mini_shapes_val_000000.png", "mini_shapes_val_000001.png"]
     drawn = np.asarray(Image.open(written[0]))
     source = np.asarray(Image.open(images / "val_000000.png").convert("RGB"))
+    source = source.repeat(4, axis=0).repeat(4, axis=1)  # the 128-px images are drawn at 512 px
     assert drawn.shape == source.shape
     changed = (drawn != source).any(axis=2).mean()
     assert 0.01 < changed < 0.9, f"{changed:.1%} of the pixels changed"

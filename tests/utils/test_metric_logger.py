@@ -18,7 +18,7 @@ def test_smoothed_value_window_and_global_statistics():
     even = SmoothedValue(window_size=4)
     for x in (4.0, 1.0, 3.0, 2.0):
         even.update(x)
-    assert even.median == 2.5  # mean of the two middle values
+    assert even.median == 2.0 == torch.tensor(list(even.deque)).median().item()  # maskrcnn-benchmark's: torch.median
 
 
 def test_smoothed_value_rejects_empty_window():
@@ -31,8 +31,8 @@ def test_metric_logger_format_and_access():
     meters.update(loss=torch.tensor(0.5), time=1)
     meters.update(loss=torch.tensor([1.5]), time=2)
     meters.update(loss=2.5, time=6)
-    # loss window [1.5, 2.5] -> median 2.0, all -> 1.5; time window [2, 6] -> 4.0, all -> 3.0
-    assert str(meters) == "loss: 2.0000 (1.5000)  time: 4.0000 (3.0000)"
+    # loss window [1.5, 2.5] -> median 1.5 (the lower middle), all -> 1.5; time window [2, 6] -> 2, all -> 3
+    assert str(meters) == "loss: 1.5000 (1.5000)  time: 2.0000 (3.0000)"
     assert meters.time.global_avg == 3.0 and list(meters.meters) == ["loss", "time"]
     with pytest.raises(AttributeError, match="no meter 'data'; known: loss, time"):
         meters.data

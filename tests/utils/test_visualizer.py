@@ -102,3 +102,33 @@ def test_empty_boxlist_and_bad_image():
     assert (np.asarray(draw_instances(_image(), empty)) == GREY).all()
     with pytest.raises(ValueError, match="H x W x 3"):
         draw_instances(np.zeros((H, W), dtype=np.uint8), empty)
+
+
+def test_small_images_are_enlarged_by_a_whole_factor():
+    image = np.zeros((32, 48, 3), dtype=np.uint8)
+    image[::2] = 200  # stripes: nearest-neighbour enlargement keeps them sharp
+    result = BoxList(torch.tensor([[4.0, 4.0, 20.0, 20.0]]), (48, 32))
+    result.add_field("labels", torch.tensor([1]))
+    masks = SegmentationMask(torch.zeros(1, 32, 48, dtype=torch.uint8), (48, 32), "mask")
+    result.add_field("masks", masks)
+    drawn = np.asarray(draw_instances(image, result, ["bg", "thing"], min_size=128))
+    assert drawn.shape == (128, 192, 3)  # factor ceil(128 / 32) = 4
+    # Far from the instance every source pixel became a 4 x 4 block of itself.
+    assert (drawn[96:, 120:] == image.repeat(4, axis=0).repeat(4, axis=1)[96:, 120:]).all()
+    assert tuple(drawn[40, 16]) == PALETTE[0]  # the box (x = 4 -> 16) at 4 times its coordinates
+    assert np.asarray(draw_instances(image, result, min_size=0)).shape == (32, 48, 3)
+
+
+def test_labels_do_not_cover_the_objects_they_name():
+    from detbench.utils.visualizer import place_label
+
+    # Room above: the label sits on top of the box, left-aligned.
+    assert place_label((20, 30, 60, 70), (30, 10), (100, 100)) == (20, 20, 50, 30)
+    # A box touching the top: below it instead of over it.
+    assert place_label((20, 0, 60, 40), (30, 10), (100, 100)) == (20, 40, 50, 50)
+    # The whole height taken: beside the box.
+    assert place_label((0, 0, 40, 100), (30, 10), (100, 100)) == (40, 0, 70, 10)
+    # Two boxes side by side: the second label avoids the first box and the first label.
+    first = place_label((10, 20, 40, 50), (25, 10), (100, 100))
+    second = place_label((45, 20, 80, 50), (40, 10), (100, 100), [(10, 20, 40, 50), first])
+    assert first == (10, 10, 35, 20) and second[1] == 10 and second[0] >= 35

@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import shutil
+import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -28,6 +29,7 @@ from torch import Tensor
 
 from detbench.structures import BoxList, SegmentationMask
 
+from ..catalog import PENN_FUDAN_CLASSES
 from .coco import ImageLoadError, Transforms, load_image
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
         self.files = [(p, self.root / "PedMasks" / f"{p.stem}_mask.png") for p in images[first:last]]
         self.ids = list(range(first + 1, last + 1))
         self.split = split
-        self.categories = {1: "person"}
+        self.categories = dict(enumerate(PENN_FUDAN_CLASSES, start=1))
         self.json_category_id_to_contiguous_id = {1: 1}
         self.contiguous_category_id_to_json_id = {1: 1}
         self._sizes = [self._read_size(p) for p, _ in self.files]
@@ -176,14 +178,33 @@ def _safe_extract(archive: zipfile.ZipFile, dest: Path) -> None:
     archive.extractall(dest)
 
 
+def _fetch(url: str, path: Path, progress: bool) -> str | None:
+    """Download ``url`` to ``path``, with a progress line on stderr when ``progress``; returns
+    the server's Content-Length, if it sent one."""
+    with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
+        expected = response.headers.get("Content-Length")
+        total, done = (int(expected) if expected else None), 0
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+            done += len(chunk)
+            if progress:
+                of = f" of {total / 2**20:.1f} MB ({100 * done // total} %)" if total else ""
+                print(f"\r{path.name}: {done / 2**20:.1f} MB{of}", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+    return expected
+
+
 def download(
-    root: str | Path, url: str = URL, sha256: str | None = None, expected_images: int | None = NUM_IMAGES
+    root: str | Path, url: str = URL, sha256: str | None = None, expected_images: int | None = NUM_IMAGES,
+    progress: bool = True,
 ) -> Path:
     """Download and unpack Penn-Fudan into ``root/PennFudanPed``. An existing folder is
     returned as it is if complete; if incomplete, an error asks to remove it first.
 
-    Checks: the byte count against the server's Content-Length, ``sha256`` when given, every
-    zip member's CRC, no member outside ``root``, and the unpacked layout (one mask per
+    Shows a progress bar (``progress``) and logs the archive's sha256. Checks: the byte count
+    against the server's Content-Length, ``sha256`` when given (tools: ``--sha256``), every zip
+    member's CRC, no member outside ``root``, and the unpacked layout (one mask per
     image, ``expected_images`` images). Returns the dataset folder.
     """
     root = Path(root)
@@ -195,14 +216,14 @@ def download(
     with tempfile.TemporaryDirectory(dir=root, prefix=".penn_fudan_") as tmp:
         archive_path = Path(tmp) / "PennFudanPed.zip"
         logger.info("downloading %s", url)
-        with urllib.request.urlopen(url, timeout=60) as response, open(archive_path, "wb") as out:
-            expected = response.headers.get("Content-Length")
-            shutil.copyfileobj(response, out)
+        expected = _fetch(url, archive_path, progress)
         size = archive_path.stat().st_size
         if size == 0 or (expected is not None and int(expected) != size):
             raise RuntimeError(f"download of {url} is incomplete: {size} bytes, expected {expected}")
-        if sha256 is not None and hashlib.sha256(archive_path.read_bytes()).hexdigest() != sha256.lower():
-            raise RuntimeError(f"{url}: sha256 mismatch (expected {sha256})")
+        digest = hashlib.sha256(archive_path.read_bytes()).hexdigest()
+        if sha256 is not None and digest != sha256.lower():
+            raise RuntimeError(f"{url}: sha256 mismatch: got {digest}, expected {sha256}")
+        logger.info("%s: %d bytes, sha256 %s%s", url, size, digest, "" if sha256 is None else " (as expected)")
         if not zipfile.is_zipfile(archive_path):
             raise RuntimeError(f"{url} did not return a zip file ({size} bytes)")
         with zipfile.ZipFile(archive_path) as archive:

@@ -33,12 +33,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
-from ..catalog import datasets_root
+from ..catalog import SHAPES_CLASSES, datasets_root
 
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1  # bump whenever the drawing changes, so cached folders are regenerated
-CATEGORIES = ("circle", "square", "triangle", "star", "ring")  # json category ids 1..5
+CATEGORIES = SHAPES_CLASSES  # json category ids 1..5, as the catalog names them
 TEXTURES = ("solid", "stripes", "noise", "gradient")
 SPLIT_SEEDS = {"train": 1, "val": 2}
 DEFAULT_NUM_IMAGES = {"train": 1000, "val": 200}

@@ -13,10 +13,10 @@ from .distributed import DistributedSampler
 class GroupedBatchSampler(Sampler[list[int]]):
     """Batch the indices of ``sampler`` so that every batch holds one group id only.
 
-    Indices are taken in the sampler's order and put in their group's buffer; a buffer is
-    emitted as a batch as soon as it holds ``batch_size`` indices, so batches come out in the
-    order in which they fill. At the end of the sampler, the incomplete buffers are emitted
-    (groups in the order in which they first appeared) unless ``drop_uneven``. Grouping portrait with portrait
+    maskrcnn-benchmark's order: each group's indices, in the sampler's order, are cut into batches
+    of ``batch_size`` (the last one of a group may be smaller; ``drop_uneven`` drops it), and the
+    batches come out in the order of their first index in the sampler. So the sampler's order is
+    kept within a batch and across batches, whatever the groups. Grouping portrait with portrait
     and landscape with landscape images keeps the padding of a batch small.
 
     Over a :class:`DistributedSampler` of W ranks, ``batch_size`` is the per-rank batch:
@@ -43,17 +43,19 @@ class GroupedBatchSampler(Sampler[list[int]]):
             return self.sampler.global_order(), self.sampler.num_replicas, self.sampler.rank
         return self.sampler, 1, 0
 
-    def _global_batches(self, order: Iterable[int], size: int) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = {}
+    def _global_batches(self, order: Iterable[int], size: int) -> list[list[int]]:
+        batches: list[list[int]] = []  # in the order of their first index: batches[i] began before batches[i + 1]
+        open_batch: dict[int, list[int]] = {}  # group -> its batch being filled
         for index in order:
-            buffer = buffers.setdefault(self.group_ids[index], [])
-            buffer.append(index)
-            if len(buffer) == size:
-                yield buffer
-                buffers[self.group_ids[index]] = []
-        if not self.drop_uneven:
-            # A dict keeps its keys' insertion order: groups in the order they first appeared.
-            yield from (buffer for buffer in buffers.values() if buffer)
+            group = self.group_ids[index]
+            batch = open_batch.get(group)
+            if batch is None or len(batch) == size:
+                batch = open_batch[group] = []
+                batches.append(batch)
+            batch.append(index)
+        if self.drop_uneven:
+            return [batch for batch in batches if len(batch) == size]
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         order, world, rank = self._split()

@@ -170,3 +170,6 @@ def build_anchor_generator(cfg: CfgNode) -> AnchorGenerator:
         raise ValueError(f"without FPN MODEL.RPN.ANCHOR_STRIDE must have one entry, got {tuple(rpn.ANCHOR_STRIDE)}")
     return AnchorGenerator(rpn.ANCHOR_SIZES, rpn.ASPECT_RATIOS, rpn.ANCHOR_STRIDE, rpn.STRADDLE_THRESH,
                            strides_from_sizes=rpn.ANCHOR_STRIDES_FROM_SIZES)
+
+
+make_anchor_generator = build_anchor_generator  # maskrcnn-benchmark's name for it

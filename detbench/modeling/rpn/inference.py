@@ -163,3 +163,6 @@ def build_rpn_postprocessor(cfg: CfgNode, box_coder: BoxCoder, is_train: bool) -
         fpn_post_nms_top_n=fpn_post if rpn.USE_FPN else None,
         fpn_post_nms_per_batch=per_batch,
     )
+
+
+make_rpn_postprocessor = build_rpn_postprocessor  # maskrcnn-benchmark's name for it

@@ -120,3 +120,6 @@ def build_rpn_loss(cfg: CfgNode, box_coder: BoxCoder) -> RPNLossComputation:
         box_coder=box_coder,
         smooth_l1_beta=rpn.SMOOTH_L1_BETA,
     )
+
+
+make_rpn_loss_evaluator = build_rpn_loss  # maskrcnn-benchmark's name for it

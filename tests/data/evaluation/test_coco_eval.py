@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 
 from detbench.data.datasets.evaluation import evaluate
 from detbench.data.datasets.evaluation.coco import encode_masks, prepare_for_coco_detection
-from detbench.modeling.roi_heads.mask_head.inference import Masker
+from detbench.structures.mask_ops import Masker
 from detbench.structures import BoxList, PersonKeypoints
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"

@@ -163,3 +163,6 @@ def build_roi_box_feature_extractor(cfg: CfgNode, in_channels: int) -> nn.Module
     """The extractor named by MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR."""
     name = cfg.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR
     return ROI_BOX_FEATURE_EXTRACTORS.get(name, "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR")(cfg, in_channels)
+
+
+make_roi_box_feature_extractor = build_roi_box_feature_extractor  # maskrcnn-benchmark's name for it

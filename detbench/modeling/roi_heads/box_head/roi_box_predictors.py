@@ -87,3 +87,6 @@ def build_roi_box_predictor(cfg: CfgNode, in_channels: int) -> nn.Module:
     """The predictor named by MODEL.ROI_BOX_HEAD.PREDICTOR."""
     name = cfg.MODEL.ROI_BOX_HEAD.PREDICTOR
     return ROI_BOX_PREDICTOR.get(name, "MODEL.ROI_BOX_HEAD.PREDICTOR")(cfg, in_channels)
+
+
+make_roi_box_predictor = build_roi_box_predictor  # maskrcnn-benchmark's name for it

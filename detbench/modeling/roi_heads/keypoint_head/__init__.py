@@ -3,8 +3,8 @@
 from .inference import KeypointPostProcessor, heatmaps_to_keypoints
 from .keypoint_head import ROIKeypointHead, build_roi_keypoint_head
 from .loss import keypoint_rcnn_loss, keypoints_to_heatmap
-from .roi_keypoint_feature_extractors import ROI_KEYPOINT_FEATURE_EXTRACTORS
-from .roi_keypoint_predictors import ROI_KEYPOINT_PREDICTOR, KeypointRCNNPredictor
+from .roi_keypoint_feature_extractors import ROI_KEYPOINT_FEATURE_EXTRACTORS, make_roi_keypoint_feature_extractor
+from .roi_keypoint_predictors import ROI_KEYPOINT_PREDICTOR, KeypointRCNNPredictor, make_roi_keypoint_predictor
 
 __all__ = [
     "ROI_KEYPOINT_FEATURE_EXTRACTORS",
@@ -16,4 +16,6 @@ __all__ = [
     "heatmaps_to_keypoints",
     "keypoint_rcnn_loss",
     "keypoints_to_heatmap",
+    "make_roi_keypoint_feature_extractor",
+    "make_roi_keypoint_predictor",
 ]

@@ -32,3 +32,6 @@ def build_roi_keypoint_feature_extractor(cfg: CfgNode, in_channels: int) -> nn.M
     """The extractor named by MODEL.ROI_KEYPOINT_HEAD.FEATURE_EXTRACTOR."""
     name = cfg.MODEL.ROI_KEYPOINT_HEAD.FEATURE_EXTRACTOR
     return ROI_KEYPOINT_FEATURE_EXTRACTORS.get(name, "MODEL.ROI_KEYPOINT_HEAD.FEATURE_EXTRACTOR")(cfg, in_channels)
+
+
+make_roi_keypoint_feature_extractor = build_roi_keypoint_feature_extractor  # maskrcnn-benchmark's name for it

@@ -43,3 +43,6 @@ def build_roi_keypoint_predictor(cfg: CfgNode, in_channels: int) -> nn.Module:
     """The predictor named by MODEL.ROI_KEYPOINT_HEAD.PREDICTOR."""
     name = cfg.MODEL.ROI_KEYPOINT_HEAD.PREDICTOR
     return ROI_KEYPOINT_PREDICTOR.get(name, "MODEL.ROI_KEYPOINT_HEAD.PREDICTOR")(cfg, in_channels)
+
+
+make_roi_keypoint_predictor = build_roi_keypoint_predictor  # maskrcnn-benchmark's name for it

@@ -1,167 +1,17 @@
-"""Mask post-processing: per-class logits -> the detection's mask probabilities, and
-pasting [M, M] masks into the image (torchvision's numbers, vectorised)."""
+"""Mask post-processing: per-class logits -> the detection's mask probabilities, optionally
+pasted into the image (the pasting itself lives in detbench.structures.mask_ops)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detbench.structures.bounding_box import BoxList
+from detbench.structures.mask_ops import Masker, paste_masks_in_image, size_sorted_chunks
 
-# Pasting works on chunks of detections whose padded visible patches hold at most this many pixels.
-_PASTE_CHUNK_PIXELS = 1 << 24
-
-
-def size_sorted_chunks(widths: Tensor, heights: Tensor, budget: int) -> list[Tensor]:
-    """Split items of integer sizes [K] into chunks (index tensors) such that
-    ``len(chunk) * max(widths[chunk]) * max(heights[chunk]) <= budget``, or a single item.
-
-    Items are taken by decreasing area so that each chunk pads its items to a similar size.
-    """
-    order = torch.argsort(widths * heights, descending=True)
-    w, h = widths[order].cpu(), heights[order].cpu()
-    chunks, start = [], 0
-    while start < order.numel():  # one iteration per chunk
-        count = torch.arange(1, w.numel() - start + 1)
-        # Padded size of the chunk [start, start + n) for every n: nondecreasing in n.
-        padded = count * torch.cummax(w[start:], 0).values * torch.cummax(h[start:], 0).values
-        take = max(1, int((padded <= budget).sum()))
-        chunks.append(order[start : start + take])
-        start += take
-    return chunks
-
-
-def _expand_boxes(boxes: Tensor, scale: float) -> Tensor:
-    """[K, 4] xyxy boxes grown by ``scale`` about their centres (torchvision's arithmetic, so
-    the integer boxes derived from them are identical)."""
-    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
-    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
-    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    return torch.stack((x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half), dim=1)
-
-
-def _linear_taps(
-    offset: Tensor, length: int, out_size: Tensor, in_size: int, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Bilinear (align_corners=False) taps of PyTorch's resize of ``in_size`` samples to
-    ``out_size[k]`` samples, for output samples ``offset[k] + 0 .. length - 1``; samples
-    outside [0, out_size[k]) get zero weights.
-
-    Returns (i0, i1 [K, length] int64 source indices, w0, w1 [K, length] weights).
-    """
-    pos = offset[:, None] + torch.arange(length, device=offset.device)
-    inside = (pos >= 0) & (pos < out_size[:, None])
-    ratio = (in_size / out_size.to(dtype))[:, None]
-    # Source coordinate of an output sample's centre, clamped at 0 as PyTorch does (not for bicubic).
-    src = (ratio * (pos.to(dtype) + 0.5) - 0.5).clamp(min=0)
-    i0 = src.floor().clamp(max=in_size - 1)
-    w1 = (src - i0).clamp(0, 1)
-    i0 = i0.to(torch.int64)
-    i1 = torch.where(i0 < in_size - 1, i0 + 1, i0)
-    zero = torch.zeros((), dtype=dtype, device=offset.device)
-    return i0, i1, torch.where(inside, 1.0 - w1, zero), torch.where(inside, w1, zero)
-
-
-def _paste_chunk(
-    out: Tensor, rows: Tensor, masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple[int, int]
-) -> None:
-    """Write the k detections ``rows`` of ``out`` [K, 1, H, W].
-
-    masks: [k, S, S] padded masks; boxes: [k, 4] int64 (x1, y1, x2, y2), the resized mask
-    covering pixels x1..x2, y1..y2; window: [k, 2] int64 top-left (x, y) of a window of
-    ``window_size`` (width, height) inside the image that covers the box's visible part.
-    The window is computed (zero outside the box) and copied; the rest stays zero.
-    """
-    size = masks.shape[-1]
-    height, width = out.shape[-2:]
-    win_x, win_y = window.unbind(1)
-    patch_w, patch_h = window_size
-    # The resized mask is (y2 - y1 + 1) x (x2 - x1 + 1) pixels, at least 1, as in torchvision.
-    out_w = (boxes[:, 2] - boxes[:, 0] + 1).clamp(min=1)
-    out_h = (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=1)
-    ix0, ix1, wx0, wx1 = _linear_taps(win_x - boxes[:, 0], patch_w, out_w, size, masks.dtype)
-    iy0, iy1, wy0, wy1 = _linear_taps(win_y - boxes[:, 1], patch_h, out_h, size, masks.dtype)
-    # Resample along x for every mask row ([k, S, patch_w]), then along y ([k, patch_h, patch_w]).
-    cols = masks.gather(2, ix0[:, None].expand(-1, size, -1)) * wx0[:, None]
-    cols += masks.gather(2, ix1[:, None].expand(-1, size, -1)) * wx1[:, None]
-    patch = cols.gather(1, iy0[:, :, None].expand(-1, -1, patch_w)) * wy0[:, :, None]
-    patch += cols.gather(1, iy1[:, :, None].expand(-1, -1, patch_w)) * wy1[:, :, None]
-    # Flat index of each window pixel in ``out``: all distinct and in bounds.
-    start = rows * (height * width) + win_y * width + win_x
-    ys = torch.arange(patch_h, device=out.device)[:, None] * width
-    xs = torch.arange(patch_w, device=out.device)[None, :]
-    index = start[:, None, None] + (ys + xs)[None]
-    out.view(-1).index_copy_(0, index.view(-1), patch.view(-1).to(out.dtype))
-
-
-def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_shape: tuple[int, int], padding: int = 1) -> Tensor:
-    """Paste each detection's [M, M] mask into an image-sized canvas.
-
-    Same numbers as torchvision's ``paste_masks_in_image``: the mask is zero-padded by
-    ``padding`` cells, its box grown by (M + 2 padding) / M and truncated to integers
-    (x1, y1, x2, y2), the padded mask bilinearly resized to (y2 - y1 + 1, x2 - x1 + 1)
-    pixels (align_corners=False) and written at rows y1..y2, columns x1..x2, clipped to the
-    image; zero elsewhere. Computed for all detections at once (in chunks of similar box
-    size, bounding memory) with separable bilinear weights, only over each box's visible
-    part, instead of one interpolate call per detection.
-
-    Args:
-        masks: [K, 1, M, M] mask probabilities.
-        boxes: [K, 4] xyxy boxes in image pixels.
-        image_shape: (height, width) of the output.
-    Returns:
-        [K, 1, height, width] in the masks' dtype.
-    """
-    height, width = int(image_shape[0]), int(image_shape[1])
-    out = masks.new_zeros((masks.shape[0], 1, height, width))
-    if masks.shape[0] == 0 or height == 0 or width == 0:
-        return out
-    size = masks.shape[-1]
-    # Half-precision coordinates would be off by up to a pixel in large images: work in float32.
-    padded = F.pad(masks[:, 0].to(torch.promote_types(masks.dtype, torch.float32)), (padding,) * 4)
-    # .to(int64) truncates towards zero, as torchvision's conversion does (-0.5 -> 0).
-    int_boxes = _expand_boxes(boxes, (size + 2 * padding) / size).to(torch.int64)
-    # Visible part of each box: columns [x0, min(x2 + 1, W)), rows likewise; empty ones are skipped.
-    x0, y0 = int_boxes[:, 0].clamp(min=0), int_boxes[:, 1].clamp(min=0)
-    vis_w = (int_boxes[:, 2] + 1).clamp(max=width) - x0
-    vis_h = (int_boxes[:, 3] + 1).clamp(max=height) - y0
-    keep = torch.nonzero((vis_w > 0) & (vis_h > 0)).view(-1)
-    for chunk in size_sorted_chunks(vis_w[keep], vis_h[keep], _PASTE_CHUNK_PIXELS):
-        idx = keep[chunk]
-        # Window of the chunk's largest visible size, moved left/up where it would leave the image.
-        win_w, win_h = int(vis_w[idx].max()), int(vis_h[idx].max())
-        window = torch.stack((x0[idx].clamp(max=width - win_w), y0[idx].clamp(max=height - win_h)), dim=1)
-        _paste_chunk(out, idx, padded[idx], int_boxes[idx], window, (win_w, win_h))
-    return out
-
-
-class Masker:
-    """Pastes masks into their image and optionally thresholds them.
-
-    ``threshold >= 0``: returns bool masks (probability > threshold); < 0 keeps probabilities.
-    """
-
-    def __init__(self, threshold: float = 0.5, padding: int = 1) -> None:
-        self.threshold = threshold
-        self.padding = padding
-
-    def forward_single_image(self, masks: Tensor, boxes: BoxList) -> Tensor:
-        """[K, 1, M, M] probabilities and K boxes -> [K, 1, height, width] for ``boxes.size``."""
-        width, height = boxes.size
-        pasted = paste_masks_in_image(masks, boxes.convert("xyxy").bbox, (height, width), self.padding)
-        return pasted > self.threshold if self.threshold >= 0 else pasted
-
-    def __call__(self, masks: Tensor | Sequence[Tensor], boxes: BoxList | Sequence[BoxList]):
-        """One image (a Tensor and a BoxList) or a list of each -> pasted mask(s)."""
-        if isinstance(boxes, BoxList):
-            return self.forward_single_image(masks, boxes)
-        if len(masks) != len(boxes):
-            raise ValueError(f"Masker got masks for {len(masks)} images and boxes for {len(boxes)}")
-        return [self.forward_single_image(m, b) for m, b in zip(masks, boxes)]
+__all__ = ["MaskPostProcessor", "Masker", "paste_masks_in_image", "size_sorted_chunks"]
 
 
 class MaskPostProcessor(nn.Module):

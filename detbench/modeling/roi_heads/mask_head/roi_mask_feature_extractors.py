@@ -104,3 +104,6 @@ def build_roi_mask_feature_extractor(cfg: CfgNode, in_channels: int) -> nn.Modul
     """The extractor named by MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR."""
     name = cfg.MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR
     return ROI_MASK_FEATURE_EXTRACTORS.get(name, "MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR")(cfg, in_channels)
+
+
+make_roi_mask_feature_extractor = build_roi_mask_feature_extractor  # maskrcnn-benchmark's name for it

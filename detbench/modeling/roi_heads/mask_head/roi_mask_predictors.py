@@ -46,3 +46,6 @@ def build_roi_mask_predictor(cfg: CfgNode, in_channels: int) -> nn.Module:
     """The predictor named by MODEL.ROI_MASK_HEAD.PREDICTOR."""
     name = cfg.MODEL.ROI_MASK_HEAD.PREDICTOR
     return ROI_MASK_PREDICTOR.get(name, "MODEL.ROI_MASK_HEAD.PREDICTOR")(cfg, in_channels)
+
+
+make_roi_mask_predictor = build_roi_mask_predictor  # maskrcnn-benchmark's name for it

@@ -6,7 +6,8 @@ The dataset must offer what :class:`detbench.data.datasets.coco.COCODataset` off
 ``get_img_info(i)`` with the original "width" and "height".
 
 Predictions are BoxLists with "scores" and "labels" (contiguous ids), optionally "mask"
-([K, 1, M, M] probabilities inside each box) and "keypoints" (a Keypoints object, with
+([K, 1, M, M] probabilities inside each box, or with ``masks_pasted`` masks the model already
+pasted into its input image, [K, 1, h, w]: ROI_MASK_HEAD.POSTPROCESS_MASKS) and "keypoints" (a Keypoints object, with
 "keypoints_scores" [K, P] optional), given either as a list (position = dataset index) or as
 a mapping {dataset index: BoxList}. Their size may be the network input size: every prepare
 function first resizes them to the original image size.
@@ -26,8 +27,8 @@ import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detbench.modeling.roi_heads.mask_head.inference import Masker
 from detbench.structures.bounding_box import BoxList
+from detbench.structures.mask_ops import Masker, full_size_masks
 
 from .results_table import per_category_ap, per_category_table
 
@@ -92,17 +93,27 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return rles
 
 
-def prepare_for_coco_segmentation(predictions: Predictions, dataset: Any, masker: Masker | None = None) -> list[dict]:
+def prepare_for_coco_segmentation(predictions: Predictions, dataset: Any, masker: Masker | None = None,
+                                  pasted: bool = False) -> list[dict]:
     """COCO segm results: each [M, M] mask probability map pasted into the original image
-    (``Masker(threshold=0.5, padding=1)`` unless given), thresholded and RLE-encoded."""
+    (``Masker(threshold=0.5, padding=1)`` unless given), thresholded and RLE-encoded.
+
+    ``pasted``: the masks are already in image coordinates (the model pasted them at its input
+    size); they are only resized to the original image (nearest for bool masks, bilinear for
+    probabilities) and thresholded at 0.5, never pasted a second time.
+    """
     masker = masker or Masker(threshold=0.5, padding=1)
     results = []
     for index, prediction in _items(predictions):
         if len(prediction) == 0:
             continue
         prediction = _original_size(dataset, index, prediction)
-        pasted = masker(prediction.get_field("mask").cpu(), prediction)  # [K, 1, H, W] bool
-        rles = encode_masks(pasted[:, 0].numpy())
+        masks = prediction.get_field("mask").cpu()
+        if pasted:
+            full = full_size_masks(masks, prediction, pasted=True) > 0.5  # [K, 1, H, W] bool
+        else:
+            full = masker(masks, prediction)  # [K, 1, H, W] bool
+        rles = encode_masks(full[:, 0].numpy())
         image_id, categories, scores = _common(dataset, index, prediction)
         results.extend(
             {"image_id": image_id, "category_id": c, "segmentation": r, "score": s}
@@ -174,8 +185,10 @@ def do_coco_evaluation(
     predictions: Predictions,
     output_folder: str | Path | None = None,
     iou_types: Sequence[str] = ("bbox",),
+    masks_pasted: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate ``predictions`` on ``dataset`` for each of ``iou_types``.
+    """Evaluate ``predictions`` on ``dataset`` for each of ``iou_types``; ``masks_pasted``: the
+    "mask" fields are already in image coordinates (see :func:`prepare_for_coco_segmentation`).
 
     Returns {iou_type: {metric: value}} with the metrics of :data:`METRICS` as fractions in
     [0, 1] (-1 where COCO has no ground truth in that range). Writes ``<iou_type>.json`` (the
@@ -193,7 +206,10 @@ def do_coco_evaluation(
     per_category: dict[str, dict[str, float]] = {}
     for iou_type in iou_types:
         logger.info("Preparing %s results", iou_type)
-        coco_results = _PREPARE[iou_type](predictions, dataset)
+        if iou_type == "segm":
+            coco_results = prepare_for_coco_segmentation(predictions, dataset, pasted=masks_pasted)
+        else:
+            coco_results = _PREPARE[iou_type](predictions, dataset)
         if folder is not None:
             _write_json(folder / f"{iou_type}.json", coco_results)
         coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results, iou_type, dataset.ids)

@@ -7,8 +7,8 @@ import torch
 from torch.testing import assert_close
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
 
-from detbench.modeling.roi_heads.mask_head import inference
-from detbench.modeling.roi_heads.mask_head.inference import Masker, paste_masks_in_image, size_sorted_chunks
+from detbench.structures import mask_ops
+from detbench.structures.mask_ops import Masker, paste_masks_in_image, size_sorted_chunks
 from detbench.structures import BoxList
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -37,7 +37,7 @@ def test_matches_torchvision(device, padding):
 
 def test_matches_torchvision_across_chunks(monkeypatch):
     # A tiny chunk budget forces many chunks of sorted, differently sized boxes.
-    monkeypatch.setattr(inference, "_PASTE_CHUNK_PIXELS", 500)
+    monkeypatch.setattr(mask_ops, "_PASTE_CHUNK_PIXELS", 500)
     masks, boxes = random_case(30, 40, 30, seed=7)
     expected = tv_paste_masks_in_image(masks, boxes, (40, 30))
     assert_close(paste_masks_in_image(masks, boxes, (40, 30)), expected, atol=1e-5, rtol=0)
