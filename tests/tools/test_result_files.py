@@ -42,6 +42,12 @@ def _check_readable(path: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     elif name in ("last_checkpoint", "log.txt") or name.endswith(".txt"):
         path.read_text(encoding="utf-8")
+    elif name.startswith("events.out.tfevents."):  # TensorBoard's protobuf records, no pickle
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(path))
+        events.Reload()
+        assert events.Tags()["scalars"], f"{path}: no scalars"
     else:
         pytest.fail(f"{path}: a file of unknown kind was written")
 
