@@ -58,9 +58,12 @@ def _decode_chunk(maps: Tensor, widths: Tensor, heights: Tensor, out_w: int | Te
         torch.arange(out_w, device=maps.device)[None, None, :] < widths[:, None, None]
     )
     upsampled = upsampled.masked_fill_(~used[:, None], float("-inf"))
-    # Row-major flat argmax: the first maximum in the same order as on the unpadded map.
-    score, pos = upsampled.flatten(2).max(dim=2)
-    return pos % out_w, torch.div(pos, out_w, rounding_mode="floor"), score
+    # Row-major argmax: the first row holding the maximum, then its first column holding it, as
+    # on the unpadded map. Two reductions, no flattening: an exported reshape to [K, P, -1]
+    # cannot be run for K = 0.
+    row_max, row_col = upsampled.max(dim=3)  # [k, P, out_h]
+    score, row = row_max.max(dim=2)
+    return row_col.gather(2, row[..., None])[..., 0], row, score
 
 
 def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
