@@ -123,7 +123,8 @@ class Pooler(nn.Module):
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
             # Under autocast a level's pooled features may come in another dtype; keep the first's.
-            result[idx] = self._pool(feature, rois[idx], scale).to(result.dtype)
+            # index_put_, not result[idx] = ...: a trace of the latter freezes a one-RoI level's shape.
+            result.index_put_((idx,), self._pool(feature, rois[idx], scale).to(result.dtype))
         return result
 
     def extra_repr(self) -> str:
