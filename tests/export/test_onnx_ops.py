@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from torch import nn
@@ -17,6 +16,7 @@ from detbench.layers.nms import batched_nms, nms
 from detbench.layers.reference import batched_nms_reference, nms_reference
 from detbench.layers.roi_align import roi_align
 
+onnx = pytest.importorskip("onnx")  # the export extra (requirements-dev.txt)
 ort = pytest.importorskip("onnxruntime")
 
 
