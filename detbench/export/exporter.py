@@ -148,7 +148,6 @@ def export_onnx(module: nn.Module, path: str | Path, image: Tensor, opset: int |
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript-based exporter
-        warnings.filterwarnings("ignore", message=".*ONNX.*")  # e.g. opset advice on ops we do not use
         with torch.no_grad():
             torch.onnx.export(module, (image,), str(path), dynamo=False, opset_version=opset or OPSET,
                               input_names=["image"], output_names=names, dynamic_axes=dynamic)

@@ -40,6 +40,7 @@ def _level_candidates(rpn: RPNModule, level: int, logits: Tensor, deltas: Tensor
     """One level's best ``pre_nms_top_n`` anchors, decoded: (boxes [K, 4], objectness [K])."""
     selector = rpn.box_selector_test
     shape = torch._shape_as_tensor(logits)  # [1, A, H, W]
+    # The uncached grid (the cache keys on Python ints); its arange takes the traced sizes.
     anchors = rpn.anchor_generator._make_grid_anchors(level, shape[2], shape[3], logits.device)
     flat_logits, flat_deltas = concat_box_prediction_layers([logits], [deltas])  # [1, T], [1, T, 4]
     k = shape[1] * shape[2] * shape[3]
