@@ -119,7 +119,7 @@ def child_main(args: argparse.Namespace) -> None:
         if command in ("first", "time"):
             _send(seconds=benchmark_ops.timed(step, device))
         elif command == "memory":
-            _send(mib=peak_mib(step, device))
+            _send(mib=peak_mib(getattr(step, "memory_step", step), device))
         elif command == "eval":
             _send(**_eval_pass(step, device))
         else:

@@ -111,8 +111,8 @@ class Predictor:
         class_names: ``class_names[label]`` is the name of a label (index 0: background);
             default: taken from the first DATASETS.TEST dataset when available, else None.
         compile_backbone: run the backbone under ``torch.compile`` (the same numbers up to
-            float rounding). The first call per image size compiles: about a minute for
-            R-50-FPN on a 2-core CPU, which then runs ~15 % faster (README, "Deploy").
+            float rounding). The first call per image size compiles (R-50-FPN on a 2-core CPU:
+            about a minute cold); calls then took 4-15 % less time (README, "Deploy").
     """
 
     def __init__(self, cfg: CfgNode, class_names: Sequence[str] | None = None,
