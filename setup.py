@@ -164,6 +164,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["detbench", "detbench.*"]),
     install_requires=_requirements(),
+    # pip install detbench[export]: ONNX export (tools/export_model.py --format onnx) and its runtime.
+    extras_require={"export": ["onnx>=1.16", "onnxruntime>=1.18"]},
     ext_modules=[_extension()],
     package_data={"detbench": ["_build_info.json"]},
     entry_points=ENTRY_POINTS,

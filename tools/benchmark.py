@@ -6,6 +6,9 @@ Sections (``--sections``, comma-separated):
   train      one training iteration of the same model on 2 images (forward, backward, SGD step);
   eval       end-to-end evaluation on the val split of --data (COCO-mini): data loading, the
              model, COCO bbox + segm evaluation; images per second.
+  deploy     (CPU) one real photo at 800x1333 through detbench eager, detbench with a compiled
+             backbone, the TorchScript and ONNX (onnxruntime) exports, torchvision eager and
+             torchvision's own ONNX export; see tools/benchmark_deploy.py. Not in the default.
 The two models have the same architecture and the same (random) weights; see
 tools/benchmark_model.py for how, and docs/BENCHMARKS.md for the results and their reading.
 
@@ -52,10 +55,12 @@ import torchvision
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchmark_deploy  # noqa: E402
 import benchmark_model  # noqa: E402
 import benchmark_ops  # noqa: E402
 
-SECTIONS = ("ops", "inference", "train", "eval")
+SECTIONS = ("ops", "inference", "train", "eval", "deploy")
+DEFAULT_SECTIONS = ("ops", "inference", "train", "eval")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"
 _PREFIX = "@@benchmark "  # marks a child's result lines on its stdout
 _MMAP_THRESHOLD = -3  # glibc's M_MMAP_THRESHOLD mallopt parameter
@@ -97,7 +102,10 @@ def child_main(args: argparse.Namespace) -> None:
     """One library, one case: build, then answer the parent's commands (first / time / memory / quit)."""
     device = torch.device(args.device)
     amp = args.child_amp
-    if args.child == "eval":
+    if args.child == "deploy":
+        files = json.loads(args.deploy_files)
+        step = benchmark_deploy.deploy_case(args.library, benchmark_deploy.photo(args.deploy_image), files)
+    elif args.child == "eval":
         eval_cases = {"detbench": benchmark_model.detbench_eval_case,
                       "torchvision": benchmark_model.torchvision_eval_case}
         step = eval_cases[args.library](device, amp, Path(args.data) / "val2017", Path(args.ann_file),
@@ -111,7 +119,7 @@ def child_main(args: argparse.Namespace) -> None:
         if command in ("first", "time"):
             _send(seconds=benchmark_ops.timed(step, device))
         elif command == "memory":
-            _send(mib=peak_mib(step, device))
+            _send(mib=peak_mib(getattr(step, "memory_step", step), device))
         elif command == "eval":
             _send(**_eval_pass(step, device))
         else:
@@ -140,6 +148,8 @@ class _Child:
                "--threads", str(args.threads), "--height", str(args.height), "--width", str(args.width),
                "--data", str(args.data), "--ann-file", str(args.ann_file), "--eval-workers", str(args.eval_workers)]
         cmd += ["--child-amp"] if amp else []
+        cmd += ["--deploy-files", args.deploy_files] if case == "deploy" else []
+        cmd += ["--deploy-image", args.deploy_image] if case == "deploy" and args.deploy_image else []
         self.library, self.log = library, log
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=log.open("w"), text=True)
@@ -161,11 +171,12 @@ class _Child:
             self.proc.wait(timeout=120)
 
 
-def run_pair(case: str, args: argparse.Namespace, device: str, amp: bool) -> dict[str, dict]:
-    """Both libraries' children: built together, then timed one call at a time, in turn."""
+def run_pair(case: str, args: argparse.Namespace, device: str, amp: bool,
+             libraries: tuple[str, ...] = benchmark_model.LIBRARIES) -> dict[str, dict]:
+    """The children of ``libraries``: built together, then timed one call at a time, in turn."""
     with tempfile.TemporaryDirectory(prefix="detbench_benchmark_") as logs:
-        children = [_Child(lib, case, args, device, amp, Path(logs) / f"{lib}.log")
-                    for lib in benchmark_model.LIBRARIES]
+        children = [_Child(lib, case, args, device, amp, Path(logs) / f"{i}.log")
+                    for i, lib in enumerate(libraries)]
         try:
             return _drive(case, children, args.repeats)
         finally:
@@ -271,6 +282,8 @@ def main(args: argparse.Namespace) -> None:
             print(tabulate(rows, headers=MODEL_HEADERS, tablefmt="github", disable_numparse=True))
         if "eval" in sections:
             eval_section(args, device, amp, where)
+        if "deploy" in sections and device == "cpu":
+            deploy_section(args)
 
 
 def eval_section(args: argparse.Namespace, device: str, amp: bool, where: str) -> None:
@@ -289,9 +302,35 @@ def eval_section(args: argparse.Namespace, device: str, amp: bool, where: str) -
                    disable_numparse=True))
 
 
+def deploy_section(args: argparse.Namespace) -> None:
+    """One table: every deployment path of tools/benchmark_deploy.py, each in its own process."""
+    image = benchmark_deploy.photo(args.deploy_image)
+    with tempfile.TemporaryDirectory(prefix="detbench_deploy_") as folder:
+        start = time.perf_counter()
+        files = benchmark_deploy.prepare(Path(folder), image)
+        print(f"\n(exports written in {time.perf_counter() - start:.0f} s)")
+        failed = {p: f for p, f in files.items() if f.startswith("failed")}
+        paths = tuple(p for p in benchmark_deploy.PATHS if p not in failed)
+        args.deploy_files = json.dumps(files)
+        result = run_pair("deploy", args, "cpu", False, libraries=paths)
+    base = statistics.median(result["torchvision eager"]["times"])
+    rows = []
+    for path in benchmark_deploy.PATHS:
+        if path in failed:
+            rows.append([path, "-", "-", "-", "-", failed[path]])
+            continue
+        r = result[path]
+        median = statistics.median(r["times"])
+        rows.append([path, f"{median:.3f}", _ratio(median, base), f"{r['first']:.2f}", f"{r['mib']:.0f}", ""])
+    print(f"\n## deployment, cpu: Mask R-CNN R-50-FPN, one real photo at {image.shape[0]}x{image.shape[1]}, "
+          f"100 detections with pasted masks; median seconds of {args.repeats} calls after the first")
+    print(tabulate(rows, headers=["path", "median s", "vs torchvision eager", "first call s", "peak MiB", "note"],
+                   tablefmt="github", disable_numparse=True))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, plus CUDA when a GPU is present")
     parser.add_argument("--amp", choices=["off", "on", "both"], default="both",
@@ -305,9 +344,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="COCO-mini root (annotations/, val2017/)")
     parser.add_argument("--eval-images", type=int, default=0, help="first N val images (0: all)")
     parser.add_argument("--eval-workers", type=int, default=2, help="data loader workers, both libraries")
+    parser.add_argument("--deploy-image", default="", help="deploy: a photo or folder (default: Penn-Fudan's first)")
     # Internal: a child process of run_pair.
-    parser.add_argument("--child", choices=["inference", "train", "eval"], help=argparse.SUPPRESS)
-    parser.add_argument("--library", choices=benchmark_model.LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["inference", "train", "eval", "deploy"], help=argparse.SUPPRESS)
+    parser.add_argument("--library", choices=benchmark_model.LIBRARIES + benchmark_deploy.PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--deploy-files", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--child-amp", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--ann-file", default="", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -103,7 +103,7 @@ _C.MODEL.RPN.ANCHOR_STRIDE = (16,)
 # Derive each level's anchor stride per axis as (padded batch size // feature map size), as
 # torchvision does, instead of ANCHOR_STRIDE (they differ where the padded size is not a
 # multiple of the stride: P6 of an 800 x 1216 batch gets 61 x 64). True in configs/torchvision.
-_C.MODEL.RPN.ANCHOR_STRIDES_FROM_SIZES = False
+_C.MODEL.RPN.STRIDES_FROM_IMAGE = False
 # Anchor aspect ratios, height / width.
 _C.MODEL.RPN.ASPECT_RATIOS = (0.5, 1.0, 2.0)
 # Anchors reaching more than this many pixels outside the image are ignored in training (-1 keeps all).

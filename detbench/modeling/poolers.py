@@ -60,10 +60,10 @@ class LevelMapper:
 
 def convert_to_roi_format(boxes: Sequence[BoxList]) -> Tensor:
     """Per-image BoxLists -> [sum K_i, 5] rows (image index, x1, y1, x2, y2), images in order."""
-    bbox = torch.cat([b.convert("xyxy").bbox for b in boxes], dim=0)
-    counts = torch.tensor([len(b) for b in boxes], device=bbox.device)
-    ids = torch.arange(len(boxes), device=bbox.device).repeat_interleave(counts)
-    return torch.cat([ids.to(bbox.dtype)[:, None], bbox], dim=1)
+    bbox = [b.convert("xyxy").bbox for b in boxes]
+    # full_like takes each image's box count from its tensor, so a trace holds for any count.
+    ids = [torch.full_like(b[:, :1], i) for i, b in enumerate(bbox)]
+    return torch.cat([torch.cat(ids, dim=0), torch.cat(bbox, dim=0)], dim=1)
 
 
 class Pooler(nn.Module):
@@ -123,7 +123,8 @@ class Pooler(nn.Module):
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
             # Under autocast a level's pooled features may come in another dtype; keep the first's.
-            result[idx] = self._pool(feature, rois[idx], scale).to(result.dtype)
+            # index_put_, not result[idx] = ...: a trace of the latter freezes a one-RoI level's shape.
+            result.index_put_((idx,), self._pool(feature, rois[idx], scale).to(result.dtype))
         return result
 
     def extra_repr(self) -> str:

@@ -70,18 +70,15 @@ def _linear_taps(
     return i0, i1, torch.where(inside, 1.0 - w1, zero), torch.where(inside, w1, zero)
 
 
-def _paste_chunk(
-    out: Tensor, rows: Tensor, masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple[int, int]
-) -> None:
-    """Write the k detections ``rows`` of ``out`` [K, 1, H, W].
+def _resampled_patch(masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple) -> Tensor:
+    """The pixels of a window of each of k pasted masks: [k, window height, window width].
 
     masks: [k, S, S] padded masks; boxes: [k, 4] int64 (x1, y1, x2, y2), the resized mask
     covering pixels x1..x2, y1..y2; window: [k, 2] int64 top-left (x, y) of a window of
-    ``window_size`` (width, height) inside the image that covers the box's visible part.
-    The window is computed (zero outside the box) and copied; the rest stays zero.
+    ``window_size = (width, height)`` (ints, or 0-dim int64 tensors when traced) in the
+    image. Pixels of the window outside the box are zero.
     """
     size = masks.shape[-1]
-    height, width = out.shape[-2:]
     win_x, win_y = window.unbind(1)
     patch_w, patch_h = window_size
     # The resized mask is (y2 - y1 + 1) x (x2 - x1 + 1) pixels, at least 1, as in torchvision.
@@ -94,12 +91,52 @@ def _paste_chunk(
     cols += masks.gather(2, ix1[:, None].expand(-1, size, -1)) * wx1[:, None]
     patch = cols.gather(1, iy0[:, :, None].expand(-1, -1, patch_w)) * wy0[:, :, None]
     patch += cols.gather(1, iy1[:, :, None].expand(-1, -1, patch_w)) * wy1[:, :, None]
+    return patch
+
+
+def _paste_chunk(
+    out: Tensor, rows: Tensor, masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple[int, int]
+) -> None:
+    """Write the k detections ``rows`` of ``out`` [K, 1, H, W] (arguments of
+    :func:`_resampled_patch`; the window covers the box's visible part, the rest stays zero)."""
+    height, width = out.shape[-2:]
+    win_x, win_y = window.unbind(1)
+    patch_w, patch_h = window_size
+    patch = _resampled_patch(masks, boxes, window, window_size)
     # Flat index of each window pixel in ``out``: all distinct and in bounds.
     start = rows * (height * width) + win_y * width + win_x
     ys = torch.arange(patch_h, device=out.device)[:, None] * width
     xs = torch.arange(patch_w, device=out.device)[None, :]
     index = start[:, None, None] + (ys + xs)[None]
-    out.view(-1).index_copy_(0, index.view(-1), patch.view(-1).to(out.dtype))
+    out.view(-1).index_copy_(0, index.view(-1), patch.reshape(-1).to(out.dtype))
+
+
+def _padded_int_boxes(masks: Tensor, boxes: Tensor, padding: int) -> tuple[Tensor, Tensor]:
+    """[K, 1, M, M] masks -> (zero-padded float masks [K, M + 2p, M + 2p], their int64 boxes [K, 4])."""
+    size = masks.shape[-1]
+    # Half-precision coordinates would be off by up to a pixel in large images: work in float32.
+    padded = F.pad(masks[:, 0].to(torch.promote_types(masks.dtype, torch.float32)), (padding,) * 4)
+    # .to(int64) truncates towards zero, as torchvision's conversion does (-0.5 -> 0).
+    return padded, _expand_boxes(boxes, (size + 2 * padding) / size).to(torch.int64)
+
+
+def paste_masks_in_image_dense(masks: Tensor, boxes: Tensor, height: Tensor, width: Tensor,
+                               padding: int = 1) -> Tensor:
+    """:func:`paste_masks_in_image` for the export: the same numbers, computed over the whole
+    image for every detection at once (no chunks, no Python numbers taken from tensors), so
+    that a trace of it holds for any image size and any number of detections (also 0).
+
+    Memory: a few [K, height, width] float32 temporaries, the size of the result.
+
+    Args:
+        masks: [K, 1, M, M] probabilities; boxes: [K, 4] xyxy in image pixels.
+        height, width: the image size, 0-dim int64 tensors (or ints).
+    Returns:
+        [K, 1, height, width] float32.
+    """
+    padded, int_boxes = _padded_int_boxes(masks, boxes, padding)
+    window = torch.zeros_like(int_boxes[:, :2])
+    return _resampled_patch(padded, int_boxes, window, (width, height))[:, None]
 
 
 def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_shape: tuple[int, int], padding: int = 1) -> Tensor:
@@ -124,11 +161,7 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_shape: tuple[int, i
     out = masks.new_zeros((masks.shape[0], 1, height, width))
     if masks.shape[0] == 0 or height == 0 or width == 0:
         return out
-    size = masks.shape[-1]
-    # Half-precision coordinates would be off by up to a pixel in large images: work in float32.
-    padded = F.pad(masks[:, 0].to(torch.promote_types(masks.dtype, torch.float32)), (padding,) * 4)
-    # .to(int64) truncates towards zero, as torchvision's conversion does (-0.5 -> 0).
-    int_boxes = _expand_boxes(boxes, (size + 2 * padding) / size).to(torch.int64)
+    padded, int_boxes = _padded_int_boxes(masks, boxes, padding)
     # Visible part of each box: columns [x0, min(x2 + 1, W)), rows likewise; empty ones are skipped.
     x0, y0 = int_boxes[:, 0].clamp(min=0), int_boxes[:, 1].clamp(min=0)
     vis_w = (int_boxes[:, 2] + 1).clamp(max=width) - x0

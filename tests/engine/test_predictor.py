@@ -154,6 +154,14 @@ def test_empty_weight_is_refused():
         Predictor(load_config(CONFIG, [*TINY_MODEL, "MODEL.WEIGHT", ""]))
 
 
+def test_compile_backbone_wraps_only_the_backbone(weights):
+    # Calling it would compile (seconds to minutes); tools/benchmark.py --sections deploy runs it.
+    predictor = Predictor(_cfg(weights), compile_backbone=True)
+    assert isinstance(predictor.model.backbone, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(predictor.model.rpn, torch._dynamo.eval_frame.OptimizedModule)
+    assert predictor.model.backbone._orig_mod is not None
+
+
 def test_class_names(weights, tmp_path, monkeypatch):
     monkeypatch.setenv("DETBENCH_DATASETS", str(tmp_path / "datasets"))
     assert Predictor(_cfg(weights)).class_names is None  # no DATASETS.TEST

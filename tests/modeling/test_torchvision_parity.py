@@ -156,7 +156,7 @@ def test_full_size_float64_on_a_real_photo(tmp_path):
     """torchvision's own sizes (800 / 1333, 1000 proposals, 100 detections), a Penn-Fudan photo
     at 800 x 1216 (kept as it is by both), float64 end to end: every proposal and every
     detection has its twin. At this size P6 is 13 x 19, where torchvision spaces anchor rows
-    800 // 13 = 61 px apart (MODEL.RPN.ANCHOR_STRIDES_FROM_SIZES); with 64 about 5 % of the
+    800 // 13 = 61 px apart (MODEL.RPN.STRIDES_FROM_IMAGE); with 64 about 5 % of the
     proposals and some detections differed."""
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor

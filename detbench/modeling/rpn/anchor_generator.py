@@ -42,7 +42,7 @@ class AnchorGenerator(nn.Module):
     outside the image (x1 >= -t, y1 >= -t, x2 <= W + t, y2 <= H + t); a negative value makes
     every anchor visible. The RPN loss ignores invisible anchors.
 
-    ``strides_from_sizes``: instead of ``anchor_strides``, each level's stride is
+    ``strides_from_image``: instead of ``anchor_strides``, each level's stride is
     (padded batch height // feature height, padded width // feature width), as torchvision's
     AnchorGenerator computes it. The two agree where the padded size is a multiple of the
     stride; else the last FPN level differs (an 800 x 1216 batch has a 13 x 19 P6: strides
@@ -56,7 +56,7 @@ class AnchorGenerator(nn.Module):
         anchor_strides: Sequence[int] = (16,),
         straddle_thresh: float = 0,
         cache_size: int = 64,
-        strides_from_sizes: bool = False,
+        strides_from_image: bool = False,
     ) -> None:
         super().__init__()
         if len(anchor_strides) == 1:
@@ -70,7 +70,7 @@ class AnchorGenerator(nn.Module):
             )
         self.strides = tuple(int(s) for s in anchor_strides)
         self.straddle_thresh = straddle_thresh
-        self.strides_from_sizes = strides_from_sizes
+        self.strides_from_image = strides_from_image
         self.cell_anchors = [generate_cell_anchors(s, aspect_ratios) for s in per_level_sizes]
         self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
         self._cache_size = cache_size
@@ -98,19 +98,18 @@ class AnchorGenerator(nn.Module):
         if anchors is not None:
             self._cache.move_to_end(key)
             return anchors
-        anchors = self._make_grid_anchors(level, key[1], key[2], key[3], key[4], key[5]).to(dtype)
+        anchors = self._make_grid_anchors(level, key[1], key[2], key[5], (key[3], key[4])).to(dtype)
         self._cache[key] = anchors
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return anchors
 
-    def _make_grid_anchors(
-        self, level: int, height: int, width: int, stride_y: int, stride_x: int, device: torch.device
-    ) -> Tensor:
+    def _make_grid_anchors(self, level: int, height: int, width: int, device: torch.device,
+                           stride: tuple[int, int]) -> Tensor:
         cell = self.cell_anchors[level].to(device)
         # Computed in float32 (exact for these integers) and cast once at the end.
-        shifts_x = torch.arange(width, dtype=torch.float32, device=device) * stride_x
-        shifts_y = torch.arange(height, dtype=torch.float32, device=device) * stride_y
+        shifts_x = torch.arange(width, dtype=torch.float32, device=device) * stride[1]
+        shifts_y = torch.arange(height, dtype=torch.float32, device=device) * stride[0]
         shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")  # row-major locations
         shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
         shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
@@ -144,7 +143,7 @@ class AnchorGenerator(nn.Module):
         for level, f in enumerate(feature_maps):
             h, w = f.shape[-2:]
             # torchvision's integer division: padded size // feature size, per axis.
-            stride = (int(padded_h) // int(h), int(padded_w) // int(w)) if self.strides_from_sizes else None
+            stride = (int(padded_h) // int(h), int(padded_w) // int(w)) if self.strides_from_image else None
             grids.append(self.grid_anchors(level, (h, w), ref.device, ref.dtype, stride))
         anchors = []
         for height, width in image_list.image_sizes:
@@ -159,7 +158,7 @@ class AnchorGenerator(nn.Module):
 
 def build_anchor_generator(cfg: CfgNode) -> AnchorGenerator:
     """AnchorGenerator from MODEL.RPN.{ANCHOR_SIZES, ASPECT_RATIOS, ANCHOR_STRIDE, STRADDLE_THRESH,
-    USE_FPN, ANCHOR_STRIDES_FROM_SIZES}."""
+    USE_FPN, STRIDES_FROM_IMAGE}."""
     rpn = cfg.MODEL.RPN
     if rpn.USE_FPN and len(rpn.ANCHOR_STRIDE) != len(rpn.ANCHOR_SIZES):
         raise ValueError(
@@ -169,7 +168,7 @@ def build_anchor_generator(cfg: CfgNode) -> AnchorGenerator:
     if not rpn.USE_FPN and len(rpn.ANCHOR_STRIDE) != 1:
         raise ValueError(f"without FPN MODEL.RPN.ANCHOR_STRIDE must have one entry, got {tuple(rpn.ANCHOR_STRIDE)}")
     return AnchorGenerator(rpn.ANCHOR_SIZES, rpn.ASPECT_RATIOS, rpn.ANCHOR_STRIDE, rpn.STRADDLE_THRESH,
-                           strides_from_sizes=rpn.ANCHOR_STRIDES_FROM_SIZES)
+                           strides_from_image=rpn.STRIDES_FROM_IMAGE)
 
 
 make_anchor_generator = build_anchor_generator  # maskrcnn-benchmark's name for it

@@ -72,7 +72,7 @@ def test_visibility_with_straddle_thresh():
     assert bool(level.get_field("visibility").all())
 
 
-def test_strides_from_sizes_match_torchvision_when_p6_is_rounded_up():
+def test_strides_from_image_match_torchvision_when_p6_is_rounded_up():
     """800 x 1216: P6 is 13 x 19 (800 / 64 rounded up), where torchvision's stride is 800 // 13 = 61
     rows apart and 1216 // 19 = 64 columns; the fixed strides put the rows 64 apart."""
     sizes, strides = (32, 64, 128, 256, 512), (4, 8, 16, 32, 64)
@@ -80,7 +80,7 @@ def test_strides_from_sizes_match_torchvision_when_p6_is_rounded_up():
     feats = [torch.zeros(1, 1, -(-800 // s), -(-1216 // s)) for s in strides]
     assert feats[-1].shape[-2:] == (13, 19)
     expected = TVAnchorGenerator(tuple((s,) for s in sizes), (RATIOS,) * 5)(TVImageList(images, [(800, 1216)]), feats)[0]
-    derived = AnchorGenerator(sizes, RATIOS, strides, straddle_thresh=-1, strides_from_sizes=True)(
+    derived = AnchorGenerator(sizes, RATIOS, strides, straddle_thresh=-1, strides_from_image=True)(
         ImageList(images, [(800, 1216)]), feats)[0]
     assert_close(torch.cat([b.bbox for b in derived]), expected, rtol=0, atol=0)
     fixed = AnchorGenerator(sizes, RATIOS, strides, straddle_thresh=-1)(ImageList(images, [(800, 1216)]), feats)[0]
@@ -88,8 +88,8 @@ def test_strides_from_sizes_match_torchvision_when_p6_is_rounded_up():
     last_row = fixed[4].bbox[-1] - derived[4].bbox[-1]  # row 12: 12 * (64 - 61) = 36 px lower
     assert_close(last_row, torch.tensor([0.0, 36.0, 0.0, 36.0]), rtol=0, atol=0)
     cfg = get_cfg()
-    cfg.MODEL.RPN.ANCHOR_STRIDES_FROM_SIZES = True
-    assert build_anchor_generator(cfg).strides_from_sizes
+    cfg.MODEL.RPN.STRIDES_FROM_IMAGE = True
+    assert build_anchor_generator(cfg).strides_from_image
 
 
 def test_cache_reuses_and_is_bounded():

@@ -46,9 +46,11 @@ def _bicubic_matrix(out_sizes: Tensor, in_size: int, max_out: int) -> Tensor:
     return matrix.scatter_add_(2, taps, weights)
 
 
-def _decode_chunk(maps: Tensor, widths: Tensor, heights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """[k, P, S, S] maps, [k] int64 resized sizes -> (col, row [k, P] int64, score [k, P])."""
-    out_w, out_h = int(widths.max()), int(heights.max())
+def _decode_chunk(maps: Tensor, widths: Tensor, heights: Tensor, out_w: int | Tensor,
+                  out_h: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """[k, P, S, S] maps, [k] int64 resized sizes, maps padded to ``out_h x out_w`` (at least
+    the largest size; ints, or 0-dim int64 tensors when traced) -> (col, row [k, P] int64,
+    score [k, P])."""
     resize_x = _bicubic_matrix(widths, maps.shape[-1], out_w)  # [k, out_w, S]
     resize_y = _bicubic_matrix(heights, maps.shape[-2], out_h)  # [k, out_h, S]
     upsampled = resize_y[:, None] @ maps.float() @ resize_x[:, None].transpose(-1, -2)  # [k, P, out_h, out_w]
@@ -56,9 +58,12 @@ def _decode_chunk(maps: Tensor, widths: Tensor, heights: Tensor) -> tuple[Tensor
         torch.arange(out_w, device=maps.device)[None, None, :] < widths[:, None, None]
     )
     upsampled = upsampled.masked_fill_(~used[:, None], float("-inf"))
-    # Row-major flat argmax: the first maximum in the same order as on the unpadded map.
-    score, pos = upsampled.flatten(2).max(dim=2)
-    return pos % out_w, torch.div(pos, out_w, rounding_mode="floor"), score
+    # Row-major argmax: the first row holding the maximum, then its first column holding it, as
+    # on the unpadded map. Two reductions, no flattening: an exported reshape to [K, P, -1]
+    # cannot be run for K = 0.
+    row_max, row_col = upsampled.max(dim=3)  # [k, P, out_h]
+    score, row = row_max.max(dim=2)
+    return row_col.gather(2, row[..., None])[..., 0], row, score
 
 
 def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,19 +84,46 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         heatmap's value at the maximum).
     """
     num_rois, num_kp = maps.shape[:2]
-    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)
-    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
-    widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
+    widths, heights = _roi_sizes(rois)
     col = torch.zeros((num_rois, num_kp), dtype=torch.int64, device=maps.device)
     row = torch.zeros_like(col)
     score = torch.zeros((num_rois, num_kp), dtype=torch.float32, device=maps.device)
-    sizes_w, sizes_h = widths_ceil.long(), heights_ceil.long()
+    sizes_w, sizes_h = widths.ceil().long(), heights.ceil().long()
     for idx in size_sorted_chunks(sizes_w, sizes_h, _DECODE_CHUNK_VALUES // max(num_kp, 1)):
-        col[idx], row[idx], score[idx] = _decode_chunk(maps[idx], sizes_w[idx], sizes_h[idx])
+        w, h = sizes_w[idx], sizes_h[idx]
+        col[idx], row[idx], score[idx] = _decode_chunk(maps[idx], w, h, int(w.max()), int(h.max()))
+    return _cells_to_keypoints(col, row, score, rois)
+
+
+def _roi_sizes(rois: Tensor) -> tuple[Tensor, Tensor]:
+    """[K, 4] xyxy -> RoI widths and heights [K], at least 1."""
+    return (rois[:, 2] - rois[:, 0]).clamp(min=1), (rois[:, 3] - rois[:, 1]).clamp(min=1)
+
+
+def _cells_to_keypoints(col: Tensor, row: Tensor, score: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+    """Cells (col, row [K, P]) of the maxima of maps resized to ceil(w) x ceil(h) -> image points."""
+    widths, heights = _roi_sizes(rois)
+    widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
     x = (col.float() + 0.5) * (widths / widths_ceil)[:, None] + rois[:, 0:1]
     y = (row.float() + 0.5) * (heights / heights_ceil)[:, None] + rois[:, 1:2]
     keypoints = torch.stack((x, y, torch.ones_like(x)), dim=2).float()
     return keypoints, score
+
+
+def heatmaps_to_keypoints_dense(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`heatmaps_to_keypoints` for the export: the same numbers, all RoIs in one chunk
+    padded to the largest RoI, with no Python numbers taken from tensors, so that a trace of
+    it holds for any number of RoIs (also 0).
+
+    Memory: [K, P, max ceil(h), max ceil(w)] float32 (e.g. 100 RoIs of 17 keypoints at most
+    200 x 400 pixels: 544 MB); the eager version bounds it by chunking.
+    """
+    widths, heights = _roi_sizes(rois)
+    sizes_w, sizes_h = widths.ceil().long(), heights.ceil().long()
+    one = torch.ones(1, dtype=torch.int64, device=rois.device)  # the maximum of no RoI is 1, not an error
+    out_w, out_h = torch.cat((sizes_w, one)).max(), torch.cat((sizes_h, one)).max()
+    col, row, score = _decode_chunk(maps, sizes_w, sizes_h, out_w, out_h)
+    return _cells_to_keypoints(col, row, score, rois)
 
 
 class KeypointPostProcessor(nn.Module):

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from detbench.structures.bounding_box import BoxList
-from detbench.structures.mask_ops import Masker, paste_masks_in_image, size_sorted_chunks
+from detbench.structures.mask_ops import Masker, paste_masks_in_image, paste_masks_in_image_dense, size_sorted_chunks
 
-__all__ = ["MaskPostProcessor", "Masker", "paste_masks_in_image", "size_sorted_chunks"]
+__all__ = ["MaskPostProcessor", "Masker", "paste_masks_in_image", "paste_masks_in_image_dense", "size_sorted_chunks"]
 
 
 class MaskPostProcessor(nn.Module):
