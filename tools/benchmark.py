@@ -1,7 +1,8 @@
 """detbench vs torchvision on this machine, in one run: time, peak memory and their ratios.
 
 Sections (``--sections``, comma-separated):
-  ops        nms, batched_nms, roi_align forward/backward (cases in tools/benchmark_ops.py);
+  ops        nms, batched_nms, roi_align and roi_pool forward/backward, sigmoid_focal_loss
+             (cases in tools/benchmark_ops.py);
   inference  Mask R-CNN R-50-FPN, 1 image of --height x --width (800x1333), no_grad;
   train      one training iteration of the same model on 2 images (forward, backward, SGD step);
   eval       end-to-end evaluation on the val split of --data (COCO-mini): data loading, the

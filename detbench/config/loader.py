@@ -23,7 +23,6 @@ BASE_KEY = "_BASE_"
 
 # maskrcnn-benchmark features that detbench does not implement: key prefix -> feature.
 UNSUPPORTED = {
-    "MODEL.RETINANET": "RetinaNet",
     "MODEL.FBNET": "FBNet backbones",
     "MODEL.RESNETS.STAGE_WITH_DCN": "deformable convolutions",
     "MODEL.RESNETS.WITH_MODULATED_DCN": "deformable convolutions",
