@@ -50,12 +50,20 @@ class AnchorGenerator(nn.Module):
         anchor_strides: Sequence[int] = (16,),
         straddle_thresh: float = 0,
         cache_size: int = 64,
+        *,
+        per_level_sizes: Sequence[Sequence[float]] | None = None,
+        strides_from_image: bool = False,
     ) -> None:
         super().__init__()
-        if len(anchor_strides) == 1:
-            per_level_sizes = [tuple(sizes)]
+        if per_level_sizes is not None:  # several sizes per level (RetinaNet's octave scales)
+            if len(per_level_sizes) != len(anchor_strides):
+                raise ValueError(f"AnchorGenerator: {len(per_level_sizes)} levels of sizes for "
+                                 f"{len(anchor_strides)} strides")
+            level_sizes = [tuple(s) for s in per_level_sizes]
+        elif len(anchor_strides) == 1:
+            level_sizes = [tuple(sizes)]
         elif len(sizes) == len(anchor_strides):
-            per_level_sizes = [(s,) for s in sizes]
+            level_sizes = [(s,) for s in sizes]
         else:
             raise ValueError(
                 f"AnchorGenerator: with several strides (FPN) give one size per stride; got "
@@ -63,7 +71,9 @@ class AnchorGenerator(nn.Module):
             )
         self.strides = tuple(int(s) for s in anchor_strides)
         self.straddle_thresh = straddle_thresh
-        self.cell_anchors = [generate_cell_anchors(s, aspect_ratios) for s in per_level_sizes]
+        # torchvision's rule: stride of a level = padded batch size // its grid size, per axis.
+        self.strides_from_image = strides_from_image
+        self.cell_anchors = [generate_cell_anchors(s, aspect_ratios) for s in level_sizes]
         self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
         self._cache_size = cache_size
 
@@ -71,28 +81,31 @@ class AnchorGenerator(nn.Module):
         """A: the number of anchors at each location, per level."""
         return [len(cell) for cell in self.cell_anchors]
 
-    def grid_anchors(self, level: int, grid_size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
+    def grid_anchors(self, level: int, grid_size: tuple[int, int], device: torch.device, dtype: torch.dtype,
+                     stride: tuple[int, int] | None = None) -> Tensor:
         """[H * W * A, 4] anchors of ``level`` for a feature map of ``grid_size = (H, W)``.
 
-        Kept in a small least-recently-used cache keyed by (level, H, W, device, dtype).
+        ``stride`` (rows, columns) defaults to the level's stride on both axes. Kept in a
+        small least-recently-used cache keyed by (level, H, W, device, dtype, stride).
         """
-        key = (level, int(grid_size[0]), int(grid_size[1]), torch.device(device), dtype)
+        stride = (self.strides[level],) * 2 if stride is None else (int(stride[0]), int(stride[1]))
+        key = (level, int(grid_size[0]), int(grid_size[1]), torch.device(device), dtype, stride)
         anchors = self._cache.get(key)
         if anchors is not None:
             self._cache.move_to_end(key)
             return anchors
-        anchors = self._make_grid_anchors(level, key[1], key[2], key[3]).to(dtype)
+        anchors = self._make_grid_anchors(level, key[1], key[2], key[3], stride).to(dtype)
         self._cache[key] = anchors
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return anchors
 
-    def _make_grid_anchors(self, level: int, height: int, width: int, device: torch.device) -> Tensor:
-        stride = self.strides[level]
+    def _make_grid_anchors(self, level: int, height: int, width: int, device: torch.device,
+                           stride: tuple[int, int]) -> Tensor:
         cell = self.cell_anchors[level].to(device)
         # Computed in float32 (exact for these integers) and cast once at the end.
-        shifts_x = torch.arange(width, dtype=torch.float32, device=device) * stride
-        shifts_y = torch.arange(height, dtype=torch.float32, device=device) * stride
+        shifts_x = torch.arange(width, dtype=torch.float32, device=device) * stride[1]
+        shifts_y = torch.arange(height, dtype=torch.float32, device=device) * stride[0]
         shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")  # row-major locations
         shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
         shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
@@ -121,8 +134,12 @@ class AnchorGenerator(nn.Module):
         if len(feature_maps) != len(self.strides):
             raise ValueError(f"AnchorGenerator has {len(self.strides)} levels but got {len(feature_maps)} feature maps")
         ref = feature_maps[0]
+        padded = image_list.tensors.shape[-2:]
         grids = [
-            self.grid_anchors(level, tuple(f.shape[-2:]), ref.device, ref.dtype) for level, f in enumerate(feature_maps)
+            self.grid_anchors(level, tuple(f.shape[-2:]), ref.device, ref.dtype,
+                              (padded[0] // max(f.shape[-2], 1), padded[1] // max(f.shape[-1], 1))
+                              if self.strides_from_image else None)
+            for level, f in enumerate(feature_maps)
         ]
         anchors = []
         for height, width in image_list.image_sizes:
