@@ -25,7 +25,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from benchmark_model import MEAN, STD, _autocast, images, targets
+import benchmark_model
 from detbench.config import load_config
 from detbench.modeling.detector import build_detection_model
 from detbench.structures import BoxList
@@ -68,7 +68,7 @@ def build_model(library: str, device: torch.device, train: bool, height: int, wi
 
 def box_targets(n: int, height: int, width: int, device: torch.device) -> tuple[list, list]:
     """benchmark_model.targets without the masks: (detbench BoxLists, torchvision dicts)."""
-    ours, theirs = targets(n, height, width, device)
+    ours, theirs = benchmark_model.targets(n, height, width, device)
     plain = []
     for target in ours:
         boxes = BoxList(target.bbox, target.size)
@@ -78,37 +78,10 @@ def box_targets(n: int, height: int, width: int, device: torch.device) -> tuple[
 
 
 def inference_case(library: str, device: torch.device, amp: bool, height: int, width: int) -> Callable[[], object]:
-    model = build_model(library, device, False, height, width)
-    batch = images(1, height, width, device)
-    mean, std = MEAN.to(device), STD.to(device)
-
-    def step() -> object:
-        with torch.no_grad(), _autocast(device, amp):
-            if library == "torchvision":
-                return model(batch)
-            return model([(image - mean) / std for image in batch])
-
-    return step
+    """benchmark_model.inference_case with the RetinaNets."""
+    return benchmark_model.inference_case(library, device, amp, height, width, build=build_model)
 
 
 def train_case(library: str, device: torch.device, amp: bool, height: int, width: int) -> Callable[[], object]:
-    model = build_model(library, device, True, height, width)
-    batch = images(2, height, width, device)
-    ours, theirs = box_targets(2, height, width, device)
-    if library == "detbench":
-        mean, std = MEAN.to(device), STD.to(device)
-        batch, batch_targets = [(image - mean) / std for image in batch], ours
-    else:
-        batch_targets = theirs
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, amp):
-            losses = model(batch, batch_targets)
-        scaler.scale(sum(losses.values())).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    return step
+    """benchmark_model.train_case with the RetinaNets and box-only targets."""
+    return benchmark_model.train_case(library, device, amp, height, width, build=build_model, make_targets=box_targets)
