@@ -58,7 +58,8 @@ class RetinaNetLossComputation:
         self.use_visibility = use_visibility
 
     def prepare_targets(self, anchors: BoxList, target: BoxList) -> tuple[Tensor, Tensor]:
-        """One image: labels [R] (int64: class >= 1, 0 background, -1 ignored) and box targets [R, 4]."""
+        """One image: labels [R] (int64: class >= 1, 0 background, -1 ignored) and each anchor's
+        matched ground-truth box [R, 4] (xyxy; meaningful where the label is >= 1)."""
         boxes = anchors.bbox
         gt = target.convert("xyxy").bbox.to(boxes.dtype)
         matched = self.matcher(box_iou(gt, boxes))
@@ -69,8 +70,7 @@ class RetinaNetLossComputation:
         labels = torch.where(matched == Matcher.BETWEEN_THRESHOLDS, -1, labels)
         if self.use_visibility:
             labels = torch.where(anchors.get_field("visibility"), labels, -1)
-        matched_boxes = gt[index] if len(target) else boxes
-        return labels, self.box_coder.encode(matched_boxes, boxes)
+        return labels, gt[index] if len(target) else boxes
 
     def __call__(self, anchors: list[list[BoxList]], logits: list[Tensor], deltas: list[Tensor],
                  targets: list[BoxList]) -> dict[str, Tensor]:
@@ -82,10 +82,11 @@ class RetinaNetLossComputation:
         for i, (per_level, target) in enumerate(zip(anchors, targets)):
             image_anchors = BoxList(torch.cat([a.bbox for a in per_level]), per_level[0].size)
             image_anchors.add_field("visibility", torch.cat([a.get_field("visibility") for a in per_level]))
-            labels, box_targets = self.prepare_targets(image_anchors, target)
+            labels, matched_boxes = self.prepare_targets(image_anchors, target)
             pos = labels > 0
             cls_terms.append(self.focal(cls_flat[i].float(), labels))
-            reg_terms.append(smooth_l1_loss(box_flat[i][pos].float(), box_targets[pos].float(), self.beta,
+            box_targets = self.box_coder.encode(matched_boxes[pos], image_anchors.bbox[pos])  # positives only
+            reg_terms.append(smooth_l1_loss(box_flat[i][pos].float(), box_targets.float(), self.beta,
                                             size_average=False))
             positives.append(int(pos.sum()))
         return self._normalise(cls_terms, reg_terms, positives)
