@@ -33,7 +33,8 @@ class AnchorGenerator(nn.Module):
     """Anchors for each feature level, in input-image pixels (xyxy, width = x2 - x1).
 
     With one stride (C4/C5 backbones) every size in ``sizes`` is used on the single level;
-    with several strides (FPN) level i uses ``sizes[i]`` only. Each location (y, x) of a level
+    with several strides (FPN) level i uses ``sizes[i]`` only; ``per_level_sizes`` gives each
+    level its own tuple of sizes instead (RetinaNet's octave scales). Each location (y, x) of a level
     with stride s holds the cell anchors shifted by (x s, y s); anchors are ordered
     location-major (row by row, then per location the cell anchors), the layout of the RPN
     head's outputs once permuted to [N, H, W, A].
@@ -41,6 +42,10 @@ class AnchorGenerator(nn.Module):
     ``straddle_thresh``: an anchor is "visible" when it reaches at most this many pixels
     outside the image (x1 >= -t, y1 >= -t, x2 <= W + t, y2 <= H + t); a negative value makes
     every anchor visible. The RPN loss ignores invisible anchors.
+
+    ``strides_from_image``: the stride of a level is the padded batch size // the level's
+    grid size on each axis (torchvision's rule, e.g. 800 // 13 = 61 on P6 of an 800-row
+    batch) instead of ``anchor_strides``; the two agree when the size divides by the stride.
     """
 
     def __init__(
