@@ -1,7 +1,8 @@
 """The one place that loads the compiled library ``detbench._C``.
 
-The library registers the ``torch.ops.detbench`` operators (``roi_align``, ``batched_nms``,
-``roi_align_backward``, ``nms``, ``_cuda_version``). ``import detbench`` works
+The library registers the ``torch.ops.detbench`` operators (``roi_align``, ``roi_align_backward``,
+``roi_pool``, ``roi_pool_backward``, ``sigmoid_focal_loss``, ``sigmoid_focal_loss_backward``,
+``nms``, ``batched_nms``, ``_cuda_version``). ``import detbench`` works
 without it; calling an operator without it raises :class:`MissingExtensionError`
 with the command that builds it.
 """

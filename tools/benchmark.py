@@ -1,9 +1,12 @@
 """detbench vs torchvision on this machine, in one run: time, peak memory and their ratios.
 
 Sections (``--sections``, comma-separated):
-  ops        nms, batched_nms, roi_align forward/backward (cases in tools/benchmark_ops.py);
+  ops        nms, batched_nms, roi_align and roi_pool forward/backward, sigmoid_focal_loss
+             (cases in tools/benchmark_ops.py);
   inference  Mask R-CNN R-50-FPN, 1 image of --height x --width (800x1333), no_grad;
   train      one training iteration of the same model on 2 images (forward, backward, SGD step);
+  retinanet  the inference and train cases for RetinaNet R-50-FPN against torchvision's
+             retinanet_resnet50_fpn, same weights (tools/benchmark_retinanet.py);
   eval       end-to-end evaluation on the val split of --data (COCO-mini): data loading, the
              model, COCO bbox + segm evaluation; images per second.
   deploy     (CPU) one real photo at 800x1333 through detbench eager, detbench with a compiled
@@ -58,9 +61,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_deploy  # noqa: E402
 import benchmark_model  # noqa: E402
 import benchmark_ops  # noqa: E402
+import benchmark_retinanet  # noqa: E402
 
-SECTIONS = ("ops", "inference", "train", "eval", "deploy")
-DEFAULT_SECTIONS = ("ops", "inference", "train", "eval")
+SECTIONS = ("ops", "inference", "train", "retinanet", "eval", "deploy")
+DEFAULT_SECTIONS = ("ops", "inference", "train", "retinanet", "eval")
+# Child cases of the model sections: name -> factory(library, device, amp, height, width).
+MODEL_CASES = {
+    "inference": benchmark_model.inference_case,
+    "train": benchmark_model.train_case,
+    "retinanet_inference": benchmark_retinanet.inference_case,
+    "retinanet_train": benchmark_retinanet.train_case,
+}
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"
 _PREFIX = "@@benchmark "  # marks a child's result lines on its stdout
 _MMAP_THRESHOLD = -3  # glibc's M_MMAP_THRESHOLD mallopt parameter
@@ -111,8 +122,7 @@ def child_main(args: argparse.Namespace) -> None:
         step = eval_cases[args.library](device, amp, Path(args.data) / "val2017", Path(args.ann_file),
                                         args.eval_workers)
     else:
-        factory = benchmark_model.inference_case if args.child == "inference" else benchmark_model.train_case
-        step = factory(args.library, device, amp, args.height, args.width)
+        step = MODEL_CASES[args.child](args.library, device, amp, args.height, args.width)
     _send(ready=True)
     for line in sys.stdin:
         command = line.strip()
@@ -280,6 +290,13 @@ def main(args: argparse.Namespace) -> None:
             print(f"\n## Mask R-CNN R-50-FPN, {where}: median seconds of {args.repeats} calls after the first; "
                   "peak MiB of one call")
             print(tabulate(rows, headers=MODEL_HEADERS, tablefmt="github", disable_numparse=True))
+        if "retinanet" in sections:
+            rows = [model_row(case, f"{case}, {n} image(s) {args.height}x{args.width}",
+                              run_pair(f"retinanet_{case}", args, device, amp))
+                    for case, n in (("inference", 1), ("train", 2))]
+            print(f"\n## RetinaNet R-50-FPN, {where}: median seconds of {args.repeats} calls after the first; "
+                  "peak MiB of one call")
+            print(tabulate(rows, headers=MODEL_HEADERS, tablefmt="github", disable_numparse=True))
         if "eval" in sections:
             eval_section(args, device, amp, where)
         if "deploy" in sections and device == "cpu":
@@ -346,7 +363,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-workers", type=int, default=2, help="data loader workers, both libraries")
     parser.add_argument("--deploy-image", default="", help="deploy: a photo or folder (default: Penn-Fudan's first)")
     # Internal: a child process of run_pair.
-    parser.add_argument("--child", choices=["inference", "train", "eval", "deploy"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*MODEL_CASES, "eval", "deploy"], help=argparse.SUPPRESS)
     parser.add_argument("--library", choices=benchmark_model.LIBRARIES + benchmark_deploy.PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--deploy-files", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--child-amp", action="store_true", help=argparse.SUPPRESS)

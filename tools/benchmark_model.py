@@ -115,9 +115,11 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.float16, enabled=amp)
 
 
-def inference_case(library: str, device: torch.device, amp: bool, height: int, width: int) -> Callable[[], object]:
-    """One inference on one image under ``torch.no_grad`` (and float16 autocast with ``amp``)."""
-    model = build_model(library, device, False, height, width)
+def inference_case(library: str, device: torch.device, amp: bool, height: int, width: int,
+                   build: Callable[..., torch.nn.Module] = build_model) -> Callable[[], object]:
+    """One inference on one image under ``torch.no_grad`` (and float16 autocast with ``amp``);
+    ``build(library, device, train, height, width)`` makes the model."""
+    model = build(library, device, False, height, width)
     batch = images(1, height, width, device)
     mean, std = MEAN.to(device), STD.to(device)
 
@@ -130,11 +132,14 @@ def inference_case(library: str, device: torch.device, amp: bool, height: int, w
     return step
 
 
-def train_case(library: str, device: torch.device, amp: bool, height: int, width: int) -> Callable[[], object]:
-    """One training iteration on two images: forward, backward, SGD step (a GradScaler with ``amp``)."""
-    model = build_model(library, device, True, height, width)
+def train_case(library: str, device: torch.device, amp: bool, height: int, width: int,
+               build: Callable[..., torch.nn.Module] = build_model,
+               make_targets: Callable[..., tuple[list, list]] = targets) -> Callable[[], object]:
+    """One training iteration on two images: forward, backward, SGD step (a GradScaler with ``amp``);
+    ``build`` makes the model, ``make_targets(n, height, width, device)`` both libraries' targets."""
+    model = build(library, device, True, height, width)
     batch = images(2, height, width, device)
-    ours, theirs = targets(2, height, width, device)
+    ours, theirs = make_targets(2, height, width, device)
     if library == "detbench":
         mean, std = MEAN.to(device), STD.to(device)
         batch, batch_targets = [(image - mean) / std for image in batch], ours

@@ -23,6 +23,13 @@ Cases:
     ``roi_align_backward`` operators themselves with a fixed random gradient. The
     "channels-last map" rows give both libraries the same map in NHWC memory order, as
     the CPU backbone produces it (torchvision copies it to NCHW first).
+  * roi_pool forward and backward: 1000 RoIs on a 1x256x50x84 float32 map (stride 16 of
+    an 800x1344 image, Fast R-CNN's C4 pooling), output 7x7 and 14x14. The backward row
+    times the ``roi_pool_backward`` operators with each library's own argmax.
+  * sigmoid_focal_loss: RetinaNet's classification loss on 120000 anchors x 80 classes
+    (about an 800x1216 image's P3..P7 x 9 anchors), 1 % positives, alpha 0.25, gamma 2;
+    "fwd" without autograd, "fwd+bwd" the summed loss and its gradient (torchvision.ops'
+    composite of element-wise ops against the one-pass kernels).
 
 Run through tools/benchmark.py (``--sections ops``, ``--ops nms roi_align``).
 """
@@ -36,7 +43,7 @@ from typing import Callable
 import torch
 import torchvision
 
-OPS = ["nms", "batched_nms", "roi_align"]
+OPS = ["nms", "batched_nms", "roi_align", "roi_pool", "sigmoid_focal_loss"]
 IMAGE_H, IMAGE_W = 800, 1344  # the feature map below is this image at stride 4
 
 
@@ -170,6 +177,56 @@ def roi_align_cases(device: torch.device) -> list[tuple[str, Callable, Callable]
     return cases
 
 
+def roi_pool_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(1, 256, 50, 84, generator=g).to(device)
+    rois = random_rois(1000, g).to(device)
+    cases = []
+    for size in (7, 14):
+        args = (0.0625, size, size)
+        grad = torch.rand(1000, 256, size, size, generator=g).to(device)
+        ours_argmax = torch.ops.detbench.roi_pool(feats, rois, *args)[1]
+        theirs_argmax = torch.ops.torchvision.roi_pool(feats, rois, *args)[1]
+        cases.append((
+            f"roi_pool fwd {size}x{size}",
+            lambda a=args: torch.ops.detbench.roi_pool(feats, rois, *a),
+            lambda a=args: torch.ops.torchvision.roi_pool(feats, rois, *a),
+        ))
+        cases.append((
+            f"roi_pool bwd {size}x{size}",
+            lambda a=args, gr=grad, am=ours_argmax: torch.ops.detbench.roi_pool_backward(gr, rois, am, *a,
+                                                                                          *feats.shape),
+            lambda a=args, gr=grad, am=theirs_argmax: torch.ops.torchvision._roi_pool_backward(gr, rois, am, *a,
+                                                                                                *feats.shape),
+        ))
+    return cases
+
+
+def sigmoid_focal_loss_cases(device: torch.device) -> list[tuple[str, Callable, Callable]]:
+    from detbench.layers import sigmoid_focal_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(120000, 80, generator=g) * 2 - 4).to(device)
+    targets = (torch.rand(120000, 80, generator=g) < 0.01).float().to(device)
+    leaf = logits.clone().requires_grad_()
+
+    def train_step(fn: Callable) -> Callable[[], object]:
+        def run() -> object:
+            with torch.enable_grad():  # the ops section runs under no_grad
+                return torch.autograd.grad(fn(leaf, targets, 0.25, 2.0, "sum"), leaf)
+        return run
+
+    def forward(fn: Callable) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return fn(logits, targets, 0.25, 2.0, "none")
+        return run
+
+    ours, theirs = sigmoid_focal_loss, torchvision.ops.sigmoid_focal_loss
+    return [("sigmoid_focal_loss fwd 120000x80", forward(ours), forward(theirs)),
+            ("sigmoid_focal_loss fwd+bwd 120000x80", train_step(ours), train_step(theirs))]
+
+
 def ops_rows(device: torch.device, ops: list[str], repeats: int, warmup: int,
              peak_mib: Callable[[Callable[[], object]], float] | None = None) -> list[list]:
     """One row per case: [name, detbench ms, torchvision ms], plus each library's peak memory of one
@@ -181,6 +238,10 @@ def ops_rows(device: torch.device, ops: list[str], repeats: int, warmup: int,
         cases += batched_nms_cases(device)
     if "roi_align" in ops:
         cases += roi_align_cases(device)
+    if "roi_pool" in ops:
+        cases += roi_pool_cases(device)
+    if "sigmoid_focal_loss" in ops:
+        cases += sigmoid_focal_loss_cases(device)
     rows = []
     for name, ours, theirs in cases:
         t_ours, t_theirs = paired_median_ms(ours, theirs, device, repeats, warmup)

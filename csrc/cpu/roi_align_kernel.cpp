@@ -19,12 +19,15 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/kernel_utils.h"
 #include "cpu/roi_align_common.h"
 #include "cpu/roi_align_taps.h"
 
 namespace detbench {
 namespace {
 
+using cpu::check_batch_indices;
+using cpu::grain;
 using cpu::RoiTaps;
 
 // Bytes of feature planes per channel block. On a 1x256x200x336 map with 1000 RoIs,
@@ -37,24 +40,6 @@ constexpr size_t kBlockBytes = size_t{2} << 20;
 inline int64_t channel_block(int64_t most, int64_t plane, size_t elem) {
   const int64_t fit = static_cast<int64_t>(kBlockBytes / elem) / std::max<int64_t>(plane, 1);
   return std::clamp<int64_t>(fit, 1, std::max<int64_t>(most, 1));
-}
-
-// Fewest output bins (forward) or gradient bins (backward) worth a thread of their own:
-// below that a parallel region costs more than it saves, and on a busy machine it can
-// wait milliseconds for a free core (float64 gradcheck went from 0.05 s to 9 s).
-constexpr int64_t kBinsPerThread = 32768;
-
-inline int64_t grain(int64_t bins_per_item) {
-  return std::max<int64_t>(1, (kBinsPerThread + bins_per_item - 1) / std::max<int64_t>(bins_per_item, 1));
-}
-
-// Rejects RoIs whose batch index is not in [0, batch_size) before any thread starts.
-template <typename T>
-void check_batch_indices(const T* rois, int64_t num_rois, int64_t batch_size, const char* op) {
-  for (int64_t k = 0; k < num_rois; ++k) {
-    TORCH_CHECK(batch_index_ok(rois[k * 5], batch_size), op, ": roi ", k, " has batch index ",
-                static_cast<double>(rois[k * 5]), ", expected an integer in [0, ", batch_size, ")");
-  }
 }
 
 template <typename T>

@@ -22,17 +22,15 @@
 
 #include <algorithm>
 
+#include "cuda/launch_utils.cuh"
 #include "cpu/roi_align_common.h"
 
 namespace detbench {
 namespace {
 
-constexpr int kThreads = 256;
-
-// Grid for a grid-stride loop over n elements (the cap only bounds the launch).
-inline int64_t num_blocks(int64_t n) {
-  return std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 20);
-}
+using cuda::check_batch_indices;
+using cuda::kThreads;
+using cuda::num_blocks;
 
 // One axis of a bilinear sample at `pos` on `size` pixels: the two pixels read and
 // the weight of the upper one. Returns false when the sample lies outside [-1, size]
@@ -213,15 +211,6 @@ __global__ void roi_align_backward_kernel(int64_t total, const T* grad, const T*
       }
     }
   }
-}
-
-// Raises unless every batch index lies in [0, batch_size). Costs one small
-// device-to-host copy (a synchronisation), the price of a Python error instead of
-// an out-of-bounds read.
-void check_batch_indices(const at::Tensor& rois, int64_t batch_size, const char* op) {
-  const at::Tensor index = rois.select(1, 0);
-  const bool ok = at::logical_and(index.ge(0), index.lt(batch_size)).all().item<bool>();
-  TORCH_CHECK(ok, op, ": every RoI batch index must be an integer in [0, ", batch_size, ")");
 }
 
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,

@@ -32,7 +32,7 @@ _C.MODEL.MASK_ON = False
 _C.MODEL.KEYPOINT_ON = False
 # Predict one box per RoI for all classes instead of one per class (bool).
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False
-# RetinaNet is not part of detbench; must stay False (kept so maskrcnn-benchmark YAML files load).
+# Build RetinaNet (one-stage, MODEL.RETINANET.*) as the proposal stage; needs RPN_ONLY True (bool).
 _C.MODEL.RETINANET_ON = False
 
 # ---------------------------------------------------------------------------
@@ -442,6 +442,72 @@ _C.SEED = -1
 _C.DTYPE = "float32"
 # Unused (apex's verbosity in maskrcnn-benchmark); kept so its YAML files load.
 _C.AMP_VERBOSE = False
+
+# ===========================================================================
+# Issue 13: RoIPool pooling per head, RetinaNet (keys and defaults of maskrcnn-benchmark)
+# ===========================================================================
+# RoI pooling of the box head: "ROIAlign" (bilinear, Mask R-CNN) or "ROIPool" (max, Fast R-CNN).
+_C.MODEL.ROI_BOX_HEAD.POOLER_METHOD = "ROIAlign"
+# RoI pooling of the mask head: "ROIAlign" or "ROIPool" (see ROI_BOX_HEAD.POOLER_METHOD).
+_C.MODEL.ROI_MASK_HEAD.POOLER_METHOD = "ROIAlign"
+# RoI pooling of the keypoint head: "ROIAlign" or "ROIPool" (see ROI_BOX_HEAD.POOLER_METHOD).
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_METHOD = "ROIAlign"
+# Channels of every FPN level, an older name of RESNETS.BACKBONE_OUT_CHANNELS that some
+# maskrcnn-benchmark files use (int > 0 overrides it; -1: use RESNETS.BACKBONE_OUT_CHANNELS).
+_C.MODEL.BACKBONE.OUT_CHANNELS = -1
+
+_C.MODEL.RETINANET = CN()
+# Number of classes including the background (81 for COCO); the head predicts NUM_CLASSES - 1 logits per anchor.
+_C.MODEL.RETINANET.NUM_CLASSES = 81
+# Base anchor size per FPN level P3..P7, input pixels (sqrt of the area); one per ANCHOR_STRIDES entry.
+_C.MODEL.RETINANET.ANCHOR_SIZES = (32, 64, 128, 256, 512)
+# Anchor aspect ratios, height / width.
+_C.MODEL.RETINANET.ASPECT_RATIOS = (0.5, 1.0, 2.0)
+# Stride of each FPN level P3..P7 in input pixels (must be 8, 16, ... doubling: the levels the backbone makes).
+_C.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16, 32, 64, 128)
+# Anchors reaching more than this many pixels outside the image are ignored in training
+# (-1 keeps all; maskrcnn-benchmark's RetinaNet never applied it, its recipes set -1).
+_C.MODEL.RETINANET.STRADDLE_THRESH = 0
+# Octave base: the sizes of one level are SIZE * OCTAVE ** (i / SCALES_PER_OCTAVE), i = 0 .. SCALES_PER_OCTAVE - 1.
+_C.MODEL.RETINANET.OCTAVE = 2.0
+# Anchor sizes per level and octave (int >= 1); anchors per location = this x len(ASPECT_RATIOS).
+_C.MODEL.RETINANET.SCALES_PER_OCTAVE = 3
+# P6 from C5 (True, the paper and maskrcnn-benchmark) or from P5 (False, torchvision's retinanet_resnet50_fpn).
+_C.MODEL.RETINANET.USE_C5 = True
+# 3x3 conv + ReLU layers in each of the classification and box towers, before the last conv (int >= 0).
+_C.MODEL.RETINANET.NUM_CONVS = 4
+# The box loss is divided by max(1, positives * BBOX_REG_WEIGHT) (maskrcnn-benchmark's normaliser; float > 0).
+_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0
+# beta of the smooth L1 box loss, in box-delta units (0: L1, torchvision's choice).
+_C.MODEL.RETINANET.BBOX_REG_BETA = 0.11
+# Test: best-scoring (anchor, class) candidates kept per FPN level before NMS (int > 0).
+_C.MODEL.RETINANET.PRE_NMS_TOP_N = 1000
+# Anchor-to-ground-truth IoU at or above which an anchor is positive, in [0, 1].
+_C.MODEL.RETINANET.FG_IOU_THRESHOLD = 0.5
+# IoU below which an anchor is negative (between the two it is ignored), in [0, FG_IOU_THRESHOLD].
+_C.MODEL.RETINANET.BG_IOU_THRESHOLD = 0.4
+# Focal loss alpha: weight of the positives in [0, 1] (negatives get 1 - alpha); < 0 turns weighting off.
+_C.MODEL.RETINANET.LOSS_ALPHA = 0.25
+# Focal loss gamma, the focusing exponent (float >= 0; 0 is the cross-entropy).
+_C.MODEL.RETINANET.LOSS_GAMMA = 2.0
+# Initial foreground probability of every logit (sets the last classification bias), in (0, 1).
+_C.MODEL.RETINANET.PRIOR_PROB = 0.01
+# Test: (anchor, class) candidates with a probability at or below this are dropped, in [0, 1).
+_C.MODEL.RETINANET.INFERENCE_TH = 0.05
+# Test: IoU threshold of the per-class NMS, in (0, 1].
+_C.MODEL.RETINANET.NMS_TH = 0.4
+# Test: detections kept per image after NMS (int > 0; maskrcnn-benchmark used 100, torchvision 300).
+_C.MODEL.RETINANET.DETECTIONS_PER_IMG = 100
+# Weights (wx, wy, ww, wh) of the anchor-to-box coder (maskrcnn-benchmark and torchvision: all 1).
+_C.MODEL.RETINANET.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+# Normalisation of both losses: "maskrcnn-benchmark" (classification by positives + images over the
+# batch, boxes by positives * BBOX_REG_WEIGHT) or "torchvision" (each image by its positives, then the mean).
+_C.MODEL.RETINANET.LOSS_NORMALIZATION = "maskrcnn-benchmark"
+# Round the octave anchor sizes down to integers, as torchvision's retinanet_resnet50_fpn does (bool).
+_C.MODEL.RETINANET.ROUND_ANCHOR_SIZES = False
+# Anchor grid stride per level from the padded batch size, stride = size // grid (torchvision's rule,
+# e.g. 800 // 13 = 61 on P6), instead of ANCHOR_STRIDES (bool).
+_C.MODEL.RETINANET.STRIDES_FROM_IMAGE = False
 
 
 def get_cfg() -> CfgNode:

@@ -26,7 +26,6 @@ SCHEME = "detbench://"
 
 # maskrcnn-benchmark features that detbench does not implement: key prefix -> feature.
 UNSUPPORTED = {
-    "MODEL.RETINANET": "RetinaNet",
     "MODEL.FBNET": "FBNet backbones",
     "MODEL.RESNETS.STAGE_WITH_DCN": "deformable convolutions",
     "MODEL.RESNETS.WITH_MODULATED_DCN": "deformable convolutions",

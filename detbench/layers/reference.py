@@ -146,3 +146,83 @@ def batched_nms_reference(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch
     # Input order first, so that the stable sort by score leaves ties in input order.
     merged = torch.sort(torch.cat(kept)).values if kept else torch.zeros(0, dtype=torch.int64)
     return merged[torch.sort(scores[merged], descending=True, stable=True).indices].to(boxes.device)
+
+
+def sigmoid_focal_loss_reference(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0,
+                                 alpha: float = 0.25) -> torch.Tensor:
+    """Element-wise sigmoid focal loss by definition (Lin et al., 2017); differentiable by autograd.
+
+    With ``p = sigmoid(x)``: ``p_t = p t + (1 - p)(1 - t)``, ``ce = -log`` of the Bernoulli
+    likelihood ``-(t log p + (1 - t) log(1 - p))``, ``alpha_t = alpha t + (1 - alpha)(1 - t)``
+    (1 when ``alpha < 0``) and ``loss = alpha_t * ce * (1 - p_t) ** gamma``. Written with
+    ``logsigmoid`` so that saturated logits stay finite; computes in the dtype of ``logits``.
+    """
+    p = torch.sigmoid(logits)
+    ce = -(targets * torch.nn.functional.logsigmoid(logits) + (1 - targets) * torch.nn.functional.logsigmoid(-logits))
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss
+
+
+def _round_half_away(value: float) -> int:
+    """Nearest integer, halves away from zero (C's round), clamped to +-2^40 as the kernels do."""
+    r = math.floor(abs(value) + 0.5) * (1 if value >= 0 else -1)
+    return int(max(-(2**40), min(2**40, r)))
+
+
+def _pool_bins(start: int, extent: int, bins: int, size: int) -> list[tuple[int, int]]:
+    """[begin, end) pixel ranges of ``bins`` bins on an axis; bin b spans
+    [floor(b * extent / bins), ceil((b + 1) * extent / bins)) + start, clipped to [0, size]."""
+    bin_size = extent / bins
+    ranges = []
+    for b in range(bins):
+        begin = min(max(math.floor(b * bin_size) + start, 0), size)
+        end = min(max(math.ceil((b + 1) * bin_size) + start, 0), size)
+        ranges.append((begin, end))
+    return ranges
+
+
+def roi_pool_reference(input: torch.Tensor, rois: torch.Tensor, output_size: tuple[int, int],
+                       spatial_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoIPool by definition: ``(output [K, C, PH, PW], argmax [K, C, PH, PW] int32)``.
+
+    For each RoI (batch index, x1, y1, x2, y2): the corners scaled by ``spatial_scale`` are
+    rounded to integers (halves away from zero); the box covers ``w = max(x2' - x1' + 1, 1)``
+    by ``h = max(y2' - y1' + 1, 1)`` pixels; bin (ph, pw) holds the rows
+    ``[floor(ph * h / PH), ceil((ph + 1) * h / PH)) + y1'`` and the columns likewise, clipped
+    to the map. Its value is the largest pixel, found by scanning rows then columns and
+    keeping a pixel only when it is > the best so far, starting from -FLT_MAX (NaN pixels
+    are never taken; a bin of pixels all <= -FLT_MAX gives -FLT_MAX and argmax -1); its
+    argmax is that pixel's ``h * W + w``. An empty bin is 0 with argmax -1. A RoI with a
+    NaN corner has only empty bins. Gradient: each bin's to its argmax pixel.
+    """
+    pooled_h, pooled_w = output_size
+    n, channels, height, width = input.shape
+    lowest = -torch.finfo(torch.float32).max
+    out = input.new_zeros((rois.size(0), channels, pooled_h, pooled_w))
+    argmax = torch.full(out.shape, -1, dtype=torch.int32)
+    for k, roi in enumerate(rois.tolist()):
+        if not (0 <= roi[0] < n):
+            raise ValueError(f"roi batch index {roi[0]} is not in [0, {n})")
+        scaled = [v * spatial_scale for v in roi[1:]]
+        if any(math.isnan(v) for v in scaled):
+            continue
+        x1, y1, x2, y2 = (_round_half_away(v) for v in scaled)
+        rows = _pool_bins(y1, max(y2 - y1 + 1, 1), pooled_h, height)
+        cols = _pool_bins(x1, max(x2 - x1 + 1, 1), pooled_w, width)
+        plane = input[int(roi[0])]
+        for ph, (h0, h1) in enumerate(rows):
+            for pw, (w0, w1) in enumerate(cols):
+                if h1 <= h0 or w1 <= w0:
+                    continue
+                for c in range(channels):
+                    best, best_index = lowest, -1
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            if plane[c, h, w].item() > best:
+                                best, best_index = plane[c, h, w].item(), h * width + w
+                    out[k, c, ph, pw] = best
+                    argmax[k, c, ph, pw] = best_index
+    return out, argmax

@@ -1,4 +1,4 @@
-"""RoI pooling over one or several feature maps (FPN levels) with RoIAlign.
+"""RoI pooling over one or several feature maps (FPN levels) with RoIAlign or RoIPool.
 
 Boxes are given in input-image pixels (xyxy, see :class:`BoxList`); each feature map
 ``l`` has a scale ``scales[l]`` = 1 / stride that turns image pixels into feature cells.
@@ -13,7 +13,9 @@ import torch
 from torch import Tensor, nn
 from yacs.config import CfgNode
 
+from detbench.config.validate_retinanet import POOLER_METHODS
 from detbench.layers.roi_align import roi_align
+from detbench.layers.roi_pool import roi_pool
 from detbench.structures.bounding_box import BoxList
 from detbench.structures.boxlist_ops import box_area
 
@@ -76,6 +78,7 @@ class Pooler(nn.Module):
         sampling_ratio: bilinear samples per cell and axis; <= 0 is adaptive
             (ceil(box size / output size)).
         aligned: RoIAlign's half-pixel shift (False as in maskrcnn-benchmark and torchvision).
+        method: "ROIAlign" or "ROIPool" (which ignores sampling_ratio and aligned).
         canonical_scale, canonical_level: the FPN level rule, see :class:`LevelMapper`.
     """
 
@@ -87,10 +90,14 @@ class Pooler(nn.Module):
         aligned: bool = False,
         canonical_scale: int = 224,
         canonical_level: int = 4,
+        method: str = "ROIAlign",
     ) -> None:
         super().__init__()
         if len(scales) == 0:
             raise ValueError("Pooler needs at least one scale")
+        if method not in POOLER_METHODS:
+            raise ValueError(f"Pooler method must be one of {POOLER_METHODS}, got {method!r}")
+        self.method = method
         self.output_size = (int(output_size[0]), int(output_size[1]))
         self.scales = tuple(float(s) for s in scales)
         self.sampling_ratio = int(sampling_ratio)
@@ -103,6 +110,8 @@ class Pooler(nn.Module):
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
         # roi_align wants rois in the features' dtype (e.g. float16 features, float32 boxes).
         rois = rois.to(feature.dtype)
+        if self.method == "ROIPool":
+            return roi_pool(feature, rois, self.output_size, scale)
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
     def forward(self, features: Sequence[Tensor], boxes: Sequence[BoxList]) -> Tensor:
@@ -130,13 +139,13 @@ class Pooler(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"output_size={self.output_size}, scales={self.scales}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, method={self.method}"
         )
 
 
 def build_pooler(cfg: CfgNode, head: str) -> Pooler:
     """The Pooler of ``cfg.MODEL[head]`` (e.g. "ROI_BOX_HEAD"): its POOLER_RESOLUTION,
-    POOLER_SCALES, POOLER_SAMPLING_RATIO and POOLER_ALIGNED."""
+    POOLER_SCALES, POOLER_SAMPLING_RATIO, POOLER_ALIGNED and POOLER_METHOD."""
     node = cfg.MODEL[head]
     resolution = node.POOLER_RESOLUTION
     return Pooler(
@@ -144,6 +153,7 @@ def build_pooler(cfg: CfgNode, head: str) -> Pooler:
         scales=node.POOLER_SCALES,
         sampling_ratio=node.POOLER_SAMPLING_RATIO,
         aligned=node.POOLER_ALIGNED,
+        method=node.POOLER_METHOD,
     )
 
 

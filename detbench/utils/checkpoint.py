@@ -395,11 +395,19 @@ class Checkpointer:
         raise CheckpointError(f"no checkpoint in {self.save_dir} can be read, so the run cannot resume "
                               "(and will not silently restart from iteration 0). Tried:\n  " + "\n  ".join(failures))
 
+    def _class_dependent_prefixes(self) -> tuple[str, ...]:
+        """CLASS_DEPENDENT_PREFIXES, plus those a submodule lists in ``class_dependent_prefixes``
+        (relative to itself, e.g. RetinaNet's ``head.cls_logits.``)."""
+        extra = tuple(f"{name}.{prefix}" if name else prefix
+                      for name, module in unwrap(self.model).named_modules()
+                      for prefix in getattr(module, "class_dependent_prefixes", ()))
+        return CLASS_DEPENDENT_PREFIXES + extra
+
     def _log_reinitialised(self, report: LoadReport) -> None:
         """Say whether the layers skipped for their shape are only the class-dependent ones."""
         if not report.skipped:
             return
-        other = [k for k in report.skipped if not k.startswith(CLASS_DEPENDENT_PREFIXES)]
+        other = [k for k in report.skipped if not k.startswith(self._class_dependent_prefixes())]
         if other:
             self.logger.warning("Re-initialised because their shapes differ, beyond the class-dependent "
                                 "layers: %s", ", ".join(other))

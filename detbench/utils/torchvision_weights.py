@@ -8,7 +8,12 @@ Two kinds of torchvision files are understood:
   need MODEL.RESNETS.TRANS_FUNC "BasicBlockWithFixedBatchNorm" and RES2_OUT_CHANNELS 64.
 * COCO detectors ``fasterrcnn / maskrcnn / keypointrcnn_resnet50_fpn`` (keys
   ``backbone.body.*``, ``backbone.fpn.*``, ``rpn.head.*``, ``roi_heads.*``): every
-  tensor is renamed to its detbench module. Both key layouts torchvision has used are
+  tensor is renamed to its detbench module.
+* ``retinanet_resnet50_fpn`` (keys ``head.classification_head.*``, ``head.regression_head.*``,
+  ``backbone.fpn.extra_blocks.*``): renamed to detbench's RetinaNet (``rpn.head.*``, FPN
+  levels P3..P5 as ``fpn_inner2..4``, ``top_blocks.p6/p7``). Its classifier has one logit
+  column per label 0..90 of which 0 (the background) is never trained positive; detbench's
+  has none for the background, so column 0 of every anchor is dropped (labels stay COCO ids). Both key layouts torchvision has used are
   accepted (before 0.13 ``rpn.head.conv.weight``, ``fpn.inner_blocks.0.weight``,
   ``mask_head.mask_fcn1.weight``; since then ``conv.0.0``, ``inner_blocks.0.0``, ``mask_head.0.0``).
 
@@ -40,6 +45,7 @@ _NAMES: dict[str, Callable[[], models.WeightsEnum]] = {
     "fasterrcnn_resnet50_fpn_coco": lambda: detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
     "maskrcnn_resnet50_fpn_coco": lambda: detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
     "keypointrcnn_resnet50_fpn_coco": lambda: detection.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
+    "retinanet_resnet50_fpn_coco": lambda: detection.RetinaNet_ResNet50_FPN_Weights.COCO_V1,
 }
 
 class TorchvisionWeightsError(RuntimeError):
@@ -88,16 +94,40 @@ _DETECTION_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
 ]
 
 
+# RetinaNet: FPN levels P3..P5 (torchvision's blocks 0..2 are detbench's fpn_inner2..4), the P6/P7
+# block, and the two towers. Head convs are "conv.k.0" since torchvision 0.13 (k from 0) and
+# "conv.2k" before (a Sequential of conv, ReLU): both map to the tower's Sequential index 2k.
+_RETINANET_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
+    (re.compile(r"backbone\.fpn\.inner_blocks\.(\d+)(?:\.0)?\.(weight|bias)"),
+     lambda m: f"backbone.fpn.fpn_inner{int(m[1]) + 2}.{m[2]}"),
+    (re.compile(r"backbone\.fpn\.layer_blocks\.(\d+)(?:\.0)?\.(weight|bias)"),
+     lambda m: f"backbone.fpn.fpn_layer{int(m[1]) + 2}.{m[2]}"),
+    (re.compile(r"backbone\.fpn\.extra_blocks\.(p6|p7)\.(weight|bias)"),
+     lambda m: f"backbone.fpn.top_blocks.{m[1]}.{m[2]}"),
+    (re.compile(r"head\.(classification|regression)_head\.conv\.(\d+)\.0\.(weight|bias)"),
+     lambda m: f"rpn.head.{'cls' if m[1] == 'classification' else 'bbox'}_tower.{2 * int(m[2])}.{m[3]}"),
+    (re.compile(r"head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)"),
+     lambda m: f"rpn.head.{'cls' if m[1] == 'classification' else 'bbox'}_tower.{m[2]}.{m[3]}"),
+    (re.compile(r"head\.classification_head\.cls_logits\.(weight|bias)"),
+     lambda m: f"rpn.head.cls_logits.{m[1]}"),
+    (re.compile(r"head\.regression_head\.bbox_reg\.(weight|bias)"), lambda m: f"rpn.head.bbox_pred.{m[1]}"),
+]
+RETINANET_LOGITS = ("rpn.head.cls_logits.weight", "rpn.head.cls_logits.bias")
+
+
 def detect_kind(state_dict: dict[str, torch.Tensor]) -> str | None:
     """Which torchvision model ``state_dict`` comes from, or None if it is not torchvision's.
 
-    Returns "resnet" (ImageNet ResNet / ResNeXt classifier), "fasterrcnn", "maskrcnn" or
-    "keypointrcnn" (``*_resnet50_fpn`` detectors). detbench's own keys (``backbone.body.stem.*``)
-    give None.
+    Returns "resnet" (ImageNet ResNet / ResNeXt classifier), "fasterrcnn", "maskrcnn",
+    "keypointrcnn" or "retinanet" (``*_resnet50_fpn`` detectors). detbench's own keys
+    (``backbone.body.stem.*``) give None.
     """
     keys = state_dict.keys()
     if {"conv1.weight", "layer1.0.conv1.weight", "fc.weight"} <= keys:
         return "resnet"
+    if {"backbone.body.conv1.weight", "head.classification_head.cls_logits.weight",
+            "head.regression_head.bbox_reg.weight"} <= keys:
+        return "retinanet"
     if not {"backbone.body.conv1.weight", "rpn.head.cls_logits.weight",
             "roi_heads.box_predictor.cls_score.weight"} <= keys:
         return None
@@ -129,19 +159,36 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     if kind is None:
         raise TorchvisionWeightsError("not a torchvision ResNet or *_resnet50_fpn detector state dict")
     out, unknown = {}, []
+    rules = _RETINANET_RULES + _DETECTION_RULES if kind == "retinanet" else _DETECTION_RULES
     for key, value in state_dict.items():
         if key.endswith("num_batches_tracked") or (kind == "resnet" and key.startswith("fc.")):
             continue
         # ImageNet keys are the detector's body keys without their "backbone.body." prefix.
         full = "backbone.body." + key if kind == "resnet" else key
-        for pattern, rename in _DETECTION_RULES:
+        for pattern, rename in rules:
             match = pattern.fullmatch(full)
             if match:
                 out[rename(match)] = value
                 break
         else:
             unknown.append(key)
+    if kind == "retinanet":
+        _drop_background_logits(out)
     return out, unknown
+
+
+def _anchors_per_location(state_dict: dict[str, torch.Tensor]) -> int:
+    """A of a RetinaNet state dict (detbench names): the box predictor has 4 rows per anchor."""
+    return state_dict["rpn.head.bbox_pred.bias"].shape[0] // 4
+
+
+def _drop_background_logits(state_dict: dict[str, torch.Tensor]) -> None:
+    """torchvision RetinaNet logits [A * K, ...] (column 0 the background) -> [A * (K - 1), ...], in place."""
+    anchors = _anchors_per_location(state_dict)
+    for key in RETINANET_LOGITS:
+        value = state_dict[key]
+        per_anchor = value.reshape(anchors, -1, *value.shape[1:])
+        state_dict[key] = per_anchor[:, 1:].reshape(-1, *value.shape[1:])
 
 
 def describe(state_dict: dict[str, torch.Tensor]) -> str:
@@ -223,6 +270,7 @@ def coco91_to_contiguous(state_dict: dict[str, torch.Tensor], model_state: dict[
     """
     index = torch.tensor((0, *COCO_CATEGORY_IDS))
     out, remapped = dict(state_dict), []
+    remapped += _retinanet_coco90_to_contiguous(out, model_state)
     for key, rows in _CLASS_ROWS.items():
         if key not in state_dict or key not in model_state:
             continue
@@ -234,3 +282,21 @@ def coco91_to_contiguous(state_dict: dict[str, torch.Tensor], model_state: dict[
         out[key] = state_dict[key].index_select(0, rows_index)
         remapped.append(key)
     return out, remapped
+
+
+def _retinanet_coco90_to_contiguous(state_dict: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor]
+                                    ) -> list[str]:
+    """RetinaNet logits of the 90 COCO ids (A * 90 rows) into a model with the 80 contiguous
+    classes (A * 80 rows): per anchor, the rows of the used ids; in place. Returns the keys remapped."""
+    if not all(k in state_dict and k in model_state for k in RETINANET_LOGITS):
+        return []
+    have, want = state_dict[RETINANET_LOGITS[1]].shape[0], model_state[RETINANET_LOGITS[1]].shape[0]
+    anchors = want // 80
+    if want % 80 or have != anchors * 90:
+        return []
+    # Label c (1..90) is row c - 1 of an anchor's block.
+    columns = torch.tensor(COCO_CATEGORY_IDS) - 1
+    rows = (torch.arange(anchors)[:, None] * 90 + columns[None]).reshape(-1)
+    for key in RETINANET_LOGITS:
+        state_dict[key] = state_dict[key].index_select(0, rows)
+    return list(RETINANET_LOGITS)

@@ -130,7 +130,7 @@ def test_unknown_key_in_wrong_section_suggests_the_right_one():
 
 @pytest.mark.parametrize(
     "opts, feature",
-    [(["MODEL.RETINANET.NUM_CLASSES", "81"], "RetinaNet"), (["TEST.BBOX_AUG.ENABLED", "True"], "test-time")],
+    [(["MODEL.FBNET.ARCH", "default"], "FBNet"), (["TEST.BBOX_AUG.ENABLED", "True"], "test-time")],
 )
 def test_unsupported_features_say_so(opts, feature):
     with pytest.raises(ConfigError, match=feature):

@@ -168,13 +168,13 @@ def test_loads_unchanged_and_builds(tmp_path, text, heads):
 def test_unknown_registered_name_lists_nearest():
     # Refused when the config is loaded, before any model is built.
     with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.CONV_BODY.*Did you mean 'R-50-FPN'"):
-        load_config(None, ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"])
+        load_config(None, ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.CONV_BODY", "R-50-FPNN"])
 
 
-def test_retinanet_switch_is_refused():
-    cfg = load_config(None, ["MODEL.DEVICE", "cpu", "MODEL.RETINANET_ON", "True"])
-    with pytest.raises(ValueError, match="RetinaNet"):
-        build_detection_model(cfg)
+def test_retinanet_without_rpn_only_is_refused_at_load_time():
+    with pytest.raises(ConfigError, match=r"MODEL\.RPN_ONLY"):
+        load_config(None, ["MODEL.DEVICE", "cpu", "MODEL.RETINANET_ON", "True",
+                           "MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"])
 
 
 def test_dcn_keys_name_the_missing_feature(tmp_path):

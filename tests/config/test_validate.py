@@ -86,7 +86,7 @@ def test_impossible_value_names_key_value_and_rule(opts, key, value, allowed):
 # (key, typo, the nearest name the error must suggest)
 TYPOS = [
     ("MODEL.META_ARCHITECTURE", "GeneralisedRCNN", "GeneralizedRCNN"),
-    ("MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET", "R-50-FPN"),
+    ("MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINA", "R-50-FPN-RETINANET"),
     ("MODEL.RESNETS.STEM_FUNC", "StemWithFixedBN", "StemWithFixedBatchNorm"),
     ("MODEL.RESNETS.TRANS_FUNC", "BottleneckWithGroupNorm", "BottleneckWithGN"),
     ("MODEL.RPN.RPN_HEAD", "SingleConvRPNHeads", "SingleConvRPNHead"),

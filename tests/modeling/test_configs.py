@@ -30,7 +30,8 @@ def _targets(cfg) -> list[BoxList]:
     """Image 0 has two objects (mask, keypoints); image 1 has no ground truth at all."""
     boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [50.0, 10.0, 90.0, 60.0]])
     full = BoxList(boxes, (W, H))
-    full.add_field("labels", torch.tensor([1, cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES - 1]))
+    classes = cfg.MODEL.RETINANET.NUM_CLASSES if cfg.MODEL.RETINANET_ON else cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    full.add_field("labels", torch.tensor([1, classes - 1]))
     polygons = [[[x1, y1, x2, y1, x2, y2, x1, y2]] for x1, y1, x2, y2 in boxes.tolist()]
     full.add_field("masks", SegmentationMask(polygons, (W, H)))
     g = torch.Generator().manual_seed(0)
@@ -79,7 +80,7 @@ def test_config_builds_trains_and_evaluates(config):
     assert len(results) == 2
     for result in results:
         assert result.size == (W, H)
-        if cfg.MODEL.RPN_ONLY:
+        if cfg.MODEL.RPN_ONLY and not cfg.MODEL.RETINANET_ON:
             assert result.has_field("objectness")
             continue
         assert result.has_field("scores") and result.has_field("labels")

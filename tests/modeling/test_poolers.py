@@ -187,3 +187,29 @@ def test_build_pooler_reads_head_keys():
     assert pooler.output_size == (7, 7) and pooler.sampling_ratio == 2 and pooler.aligned
     assert (pooler.map_levels.k_min, pooler.map_levels.k_max) == (2, 5)
     assert build_pooler(get_cfg(), "ROI_MASK_HEAD").map_levels is None  # one level: no mapping
+
+
+@needs_ops
+def test_roi_pool_pooler_matches_torchvision_per_level():
+    """method="ROIPool": each box max-pooled from the level torchvision's mapper picks."""
+    from torchvision.ops import roi_pool as tv_roi_pool
+
+    features = _features(2)
+    boxes = [_random_boxes(30, seed=7), _random_boxes(20, seed=8)]
+    pooler = Pooler((7, 7), FPN_SCALES, 2, method="ROIPool")
+    got = pooler(features, [BoxList(b, IMAGE_HW[::-1]) for b in boxes])
+    levels = TVLevelMapper(2, 5)(boxes)
+    image = torch.tensor([0] * 30 + [1] * 20, dtype=torch.float32)
+    rows = [tv_roi_pool(features[level], torch.cat([img[None], box])[None], (7, 7), FPN_SCALES[level])
+            for box, img, level in zip(torch.cat(boxes), image, levels.tolist())]
+    assert_close(got, torch.cat(rows), rtol=0, atol=0)
+    assert "method=ROIPool" in repr(pooler)
+
+
+def test_build_pooler_reads_pooler_method():
+    cfg = get_cfg()
+    assert build_pooler(cfg, "ROI_BOX_HEAD").method == "ROIAlign"
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_METHOD = "ROIPool"
+    assert build_pooler(cfg, "ROI_MASK_HEAD").method == "ROIPool"
+    with pytest.raises(ValueError, match="ROIAlign"):
+        Pooler((7, 7), FPN_SCALES, 2, method="RoIWarp")

@@ -49,10 +49,8 @@ def _torchvision_model(kind: str) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def _randomise(model: torch.nn.Module) -> None:
-    """Random frozen batch-norm statistics; RPN and classifier weights large enough that
-    objectness scores are spread out (no ties in the top-k) and detections pass 0.05."""
-    g = torch.Generator().manual_seed(1)
+def randomise_frozen_batch_norm(model: torch.nn.Module, g: torch.Generator) -> None:
+    """Random statistics and affine parameters in every FrozenBatchNorm2d of ``model``."""
     for module in model.modules():
         if isinstance(module, FrozenBatchNorm2d):
             n = module.weight.numel()
@@ -60,6 +58,14 @@ def _randomise(model: torch.nn.Module) -> None:
             module.bias.copy_(0.1 * torch.randn(n, generator=g))
             module.running_mean.copy_(0.1 * torch.randn(n, generator=g))
             module.running_var.copy_(0.5 + torch.rand(n, generator=g))
+
+
+@torch.no_grad()
+def _randomise(model: torch.nn.Module) -> None:
+    """Random frozen batch-norm statistics; RPN and classifier weights large enough that
+    objectness scores are spread out (no ties in the top-k) and detections pass 0.05."""
+    g = torch.Generator().manual_seed(1)
+    randomise_frozen_batch_norm(model, g)
     head = model.rpn.head
     head.cls_logits.weight.normal_(0, 0.1, generator=g)
     head.bbox_pred.weight.normal_(0, 0.01, generator=g)

@@ -7,7 +7,7 @@ from torch import nn
 
 from detbench.utils.registry import Registry
 
-from .fpn import FPN, LastLevelMaxPool
+from .fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detbench.modeling.utils import group_norm_factory
 
 from .resnet import STAGE_SPECS, ResNet, build_resnet
@@ -69,12 +69,18 @@ def build_resnet_backbone(cfg) -> Backbone:
     return Backbone(build_resnet(cfg))
 
 
+def fpn_out_channels(cfg) -> int:
+    """Channels of the FPN levels: MODEL.BACKBONE.OUT_CHANNELS when set (> 0), else RESNETS.BACKBONE_OUT_CHANNELS."""
+    alias = cfg.MODEL.BACKBONE.OUT_CHANNELS
+    return alias if alias > 0 else cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
+
+
 def build_resnet_fpn_backbone(cfg) -> Backbone:
-    """ResNet with all four stages feeding an FPN of MODEL.RESNETS.BACKBONE_OUT_CHANNELS channels, plus P6."""
+    """ResNet with all four stages feeding an FPN of fpn_out_channels(cfg) channels, plus P6."""
     body = build_resnet(cfg)
     fpn = FPN(
         body.out_channels,
-        cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS,
+        fpn_out_channels(cfg),
         norm=group_norm_factory(cfg) if cfg.MODEL.FPN.USE_GN else None,
         use_relu=cfg.MODEL.FPN.USE_RELU,
         top_blocks=LastLevelMaxPool(),
@@ -82,12 +88,35 @@ def build_resnet_fpn_backbone(cfg) -> Backbone:
     return Backbone(body, fpn)
 
 
-# One entry per ResNet stage table: "R-18-C4", "R-18-C5", "R-18-FPN", ... "R-152-FPN".
+def build_resnet_fpn_p3p7_backbone(cfg) -> Backbone:
+    """RetinaNet's: C3..C5 feed an FPN (P3..P5, modules fpn_inner2..4), P6 and P7 from C5 or P5
+    (MODEL.RETINANET.USE_C5); strides 8 .. 128."""
+    body = build_resnet(cfg)
+    out_channels = fpn_out_channels(cfg)
+    use_c5 = cfg.MODEL.RETINANET.USE_C5
+    fpn = FPN(
+        body.out_channels,
+        out_channels,
+        norm=group_norm_factory(cfg) if cfg.MODEL.FPN.USE_GN else None,
+        use_relu=cfg.MODEL.FPN.USE_RELU,
+        top_blocks=LastLevelP6P7(body.out_channels[-1] if use_c5 else out_channels, out_channels, use_c5),
+        first_level=2,
+    )
+    return Backbone(body, fpn)
+
+
+def _builder_of(name: str):
+    if name.endswith("-FPN-RETINANET"):
+        return build_resnet_fpn_p3p7_backbone
+    return build_resnet_fpn_backbone if name.endswith("-FPN") else build_resnet_backbone
+
+
+# One entry per ResNet stage table: "R-18-C4", "R-18-C5", "R-18-FPN", "R-18-FPN-RETINANET", ... "R-152-FPN".
 # ResNeXt bodies use the same names with MODEL.RESNETS.NUM_GROUPS > 1 (X-101-32x8d: "R-101-FPN").
 # R-18/R-34 need MODEL.RESNETS.TRANS_FUNC "BasicBlockWithFixedBatchNorm" or "BasicBlockWithGN" and
 # RES2_OUT_CHANNELS 64 (C4: 256 channels, C5: 512; the FPN width stays BACKBONE_OUT_CHANNELS).
 for _name in STAGE_SPECS:
-    BACKBONES.register(_name)(build_resnet_fpn_backbone if _name.endswith("-FPN") else build_resnet_backbone)
+    BACKBONES.register(_name)(_builder_of(_name))
 
 
 def build_backbone(cfg) -> Backbone:

@@ -34,12 +34,42 @@ def fpn_conv(
 
 
 class LastLevelMaxPool(nn.Module):
-    """P6 from P5 by 1x1 max pooling with stride 2: [N, C, H, W] -> [N, C, ceil(H/2), ceil(W/2)]."""
+    """P6 from P5 by 1x1 max pooling with stride 2: [N, C, H, W] -> [N, C, ceil(H/2), ceil(W/2)].
+
+    Top blocks take ``(p, c)``: the FPN's last output and the body's last input (unused here).
+    """
 
     num_levels = 1
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> list[torch.Tensor]:
         return [F.max_pool2d(x, kernel_size=1, stride=2, padding=0)]
+
+
+class LastLevelP6P7(nn.Module):
+    """RetinaNet's P6 and P7: a 3x3 stride-2 conv on C5 (``use_c5``) or on P5 gives P6, and
+    another after a ReLU gives P7. Each halves H and W (rounding up).
+
+    ``in_channels`` are C5's channels with ``use_c5``, else the FPN's. Convs are initialised
+    kaiming_uniform (a=1) with zero bias; names p6, p7 as in maskrcnn-benchmark and torchvision.
+    """
+
+    num_levels = 2
+
+    def __init__(self, in_channels: int, out_channels: int, use_c5: bool = True) -> None:
+        super().__init__()
+        self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+        self.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
+        for conv in (self.p6, self.p7):
+            nn.init.kaiming_uniform_(conv.weight, a=1)
+            nn.init.zeros_(conv.bias)
+        self.use_c5 = use_c5
+
+    def forward(self, p: torch.Tensor, c: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``p``: P5 [N, C, H, W]; ``c``: C5 (needed with ``use_c5``) -> [P6, P7]."""
+        if self.use_c5 and c is None:
+            raise ValueError("LastLevelP6P7(use_c5=True) needs the body's last feature map C5")
+        p6 = self.p6(c if self.use_c5 else p)
+        return [p6, self.p7(F.relu(p6))]
 
 
 class FPN(nn.Module):
@@ -58,13 +88,16 @@ class FPN(nn.Module):
         norm: NormFactory | None = None,
         use_relu: bool = False,
         top_blocks: nn.Module | None = None,
+        first_level: int = 1,
     ) -> None:
         super().__init__()
         if not in_channels_list or min(in_channels_list) <= 0:
             raise ValueError(f"FPN needs positive input channel counts, got {list(in_channels_list)}")
         self.in_channels_list = tuple(in_channels_list)
         self.out_channels = out_channels
-        for level, in_channels in enumerate(in_channels_list, start=1):
+        # Module numbers start at first_level: RetinaNet's FPN on C3..C5 has fpn_inner2..4 (maskrcnn-benchmark).
+        self.first_level = first_level
+        for level, in_channels in enumerate(in_channels_list, start=first_level):
             self.add_module(f"fpn_inner{level}", fpn_conv(in_channels, out_channels, 1, norm, use_relu))
             self.add_module(f"fpn_layer{level}", fpn_conv(out_channels, out_channels, 3, norm, use_relu))
         self.top_blocks = top_blocks
@@ -77,12 +110,12 @@ class FPN(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != len(self.in_channels_list):
             raise ValueError(f"FPN built for {len(self.in_channels_list)} inputs, got {len(features)}")
-        last = len(features)
+        first, last = self.first_level, self.first_level + len(features) - 1
         top_down = getattr(self, f"fpn_inner{last}")(features[-1])
         results = [getattr(self, f"fpn_layer{last}")(top_down)]
-        for level in range(last - 1, 0, -1):
+        for level in range(last - 1, first - 1, -1):
             inner = getattr(self, f"fpn_inner{level}")
-            lateral = inner(features[level - 1])
+            lateral = inner(features[level - first])
             # Upsample to the lateral's size rather than by 2: an odd input side halves to ceil(side / 2).
             upsampled = F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
             # A bare conv's output can take the sum in place (its backward needs its input, not its
@@ -90,5 +123,5 @@ class FPN(nn.Module):
             top_down = lateral.add_(upsampled) if isinstance(inner, nn.Conv2d) else lateral + upsampled
             results.insert(0, getattr(self, f"fpn_layer{level}")(top_down))
         if self.top_blocks is not None:
-            results.extend(self.top_blocks(results[-1]))
+            results.extend(self.top_blocks(results[-1], features[-1]))
         return results

@@ -74,6 +74,11 @@ STAGE_SPECS: dict[str, tuple[StageSpec, ...]] = {
     for depth, blocks in _BLOCKS_PER_STAGE.items()
     for kind, last_index in (("C4", 3), ("C5", 4), ("FPN", 4))
 }
+# RetinaNet (maskrcnn-benchmark's "-FPN-RETINANET"): all four stages, res3..res5 (C3..C5) are outputs.
+STAGE_SPECS.update({
+    f"{depth}-FPN-RETINANET": tuple(StageSpec(i, blocks[i - 1], i >= 2) for i in range(1, 5))
+    for depth, blocks in _BLOCKS_PER_STAGE.items()
+})
 
 
 class Stem(nn.Module):

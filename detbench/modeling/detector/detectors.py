@@ -18,8 +18,8 @@ META_ARCHITECTURES = Registry("META_ARCHITECTURES")
 
 @META_ARCHITECTURES.register("GeneralizedRCNN")
 def _generalized_rcnn(cfg: CfgNode) -> GeneralizedRCNN:
-    if cfg.MODEL.RETINANET_ON:
-        raise ValueError("MODEL.RETINANET_ON is True, but detbench does not implement RetinaNet")
+    if cfg.MODEL.RETINANET_ON and not cfg.MODEL.RPN_ONLY:
+        raise ValueError("MODEL.RETINANET_ON needs MODEL.RPN_ONLY True: RetinaNet's detections are final")
     backbone = build_backbone(cfg)
     rpn = build_rpn(cfg, backbone.out_channels)
     roi_heads = build_roi_heads(cfg, backbone.out_channels)

@@ -33,7 +33,8 @@ class AnchorGenerator(nn.Module):
     """Anchors for each feature level, in input-image pixels (xyxy, width = x2 - x1).
 
     With one stride (C4/C5 backbones) every size in ``sizes`` is used on the single level;
-    with several strides (FPN) level i uses ``sizes[i]`` only. Each location (y, x) of a level
+    with several strides (FPN) level i uses ``sizes[i]`` only; ``per_level_sizes`` gives each
+    level its own tuple of sizes instead (RetinaNet's octave scales). Each location (y, x) of a level
     with stride s holds the cell anchors shifted by (x s, y s); anchors are ordered
     location-major (row by row, then per location the cell anchors), the layout of the RPN
     head's outputs once permuted to [N, H, W, A].
@@ -42,11 +43,9 @@ class AnchorGenerator(nn.Module):
     outside the image (x1 >= -t, y1 >= -t, x2 <= W + t, y2 <= H + t); a negative value makes
     every anchor visible. The RPN loss ignores invisible anchors.
 
-    ``strides_from_image``: instead of ``anchor_strides``, each level's stride is
-    (padded batch height // feature height, padded width // feature width), as torchvision's
-    AnchorGenerator computes it. The two agree where the padded size is a multiple of the
-    stride; else the last FPN level differs (an 800 x 1216 batch has a 13 x 19 P6: strides
-    61 x 64, not 64).
+    ``strides_from_image``: the stride of a level is the padded batch size // the level's
+    grid size on each axis (torchvision's rule, e.g. 800 // 13 = 61 on P6 of an 800-row
+    batch) instead of ``anchor_strides``; the two agree when the size divides by the stride.
     """
 
     def __init__(
@@ -56,13 +55,20 @@ class AnchorGenerator(nn.Module):
         anchor_strides: Sequence[int] = (16,),
         straddle_thresh: float = 0,
         cache_size: int = 64,
+        *,
+        per_level_sizes: Sequence[Sequence[float]] | None = None,
         strides_from_image: bool = False,
     ) -> None:
         super().__init__()
-        if len(anchor_strides) == 1:
-            per_level_sizes = [tuple(sizes)]
+        if per_level_sizes is not None:  # several sizes per level (RetinaNet's octave scales)
+            if len(per_level_sizes) != len(anchor_strides):
+                raise ValueError(f"AnchorGenerator: {len(per_level_sizes)} levels of sizes for "
+                                 f"{len(anchor_strides)} strides")
+            level_sizes = [tuple(s) for s in per_level_sizes]
+        elif len(anchor_strides) == 1:
+            level_sizes = [tuple(sizes)]
         elif len(sizes) == len(anchor_strides):
-            per_level_sizes = [(s,) for s in sizes]
+            level_sizes = [(s,) for s in sizes]
         else:
             raise ValueError(
                 f"AnchorGenerator: with several strides (FPN) give one size per stride; got "
@@ -70,8 +76,9 @@ class AnchorGenerator(nn.Module):
             )
         self.strides = tuple(int(s) for s in anchor_strides)
         self.straddle_thresh = straddle_thresh
+        # torchvision's rule: stride of a level = padded batch size // its grid size, per axis.
         self.strides_from_image = strides_from_image
-        self.cell_anchors = [generate_cell_anchors(s, aspect_ratios) for s in per_level_sizes]
+        self.cell_anchors = [generate_cell_anchors(s, aspect_ratios) for s in level_sizes]
         self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
         self._cache_size = cache_size
 
@@ -79,26 +86,20 @@ class AnchorGenerator(nn.Module):
         """A: the number of anchors at each location, per level."""
         return [len(cell) for cell in self.cell_anchors]
 
-    def grid_anchors(
-        self,
-        level: int,
-        grid_size: tuple[int, int],
-        device: torch.device,
-        dtype: torch.dtype,
-        stride: tuple[int, int] | None = None,
-    ) -> Tensor:
-        """[H * W * A, 4] anchors of ``level`` for a feature map of ``grid_size = (H, W)``,
-        ``stride = (stride_y, stride_x)`` (default: the level's stride on both axes).
+    def grid_anchors(self, level: int, grid_size: tuple[int, int], device: torch.device, dtype: torch.dtype,
+                     stride: tuple[int, int] | None = None) -> Tensor:
+        """[H * W * A, 4] anchors of ``level`` for a feature map of ``grid_size = (H, W)``.
 
-        Kept in a small least-recently-used cache keyed by (level, H, W, strides, device, dtype).
+        ``stride`` (rows, columns) defaults to the level's stride on both axes. Kept in a
+        small least-recently-used cache keyed by (level, H, W, device, dtype, stride).
         """
-        stride_y, stride_x = stride if stride is not None else (self.strides[level],) * 2
-        key = (level, int(grid_size[0]), int(grid_size[1]), int(stride_y), int(stride_x), torch.device(device), dtype)
+        stride = (self.strides[level],) * 2 if stride is None else (int(stride[0]), int(stride[1]))
+        key = (level, int(grid_size[0]), int(grid_size[1]), torch.device(device), dtype, stride)
         anchors = self._cache.get(key)
         if anchors is not None:
             self._cache.move_to_end(key)
             return anchors
-        anchors = self._make_grid_anchors(level, key[1], key[2], key[5], (key[3], key[4])).to(dtype)
+        anchors = self._make_grid_anchors(level, key[1], key[2], key[3], stride).to(dtype)
         self._cache[key] = anchors
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -138,13 +139,13 @@ class AnchorGenerator(nn.Module):
         if len(feature_maps) != len(self.strides):
             raise ValueError(f"AnchorGenerator has {len(self.strides)} levels but got {len(feature_maps)} feature maps")
         ref = feature_maps[0]
-        padded_h, padded_w = image_list.tensors.shape[-2:]
-        grids = []
-        for level, f in enumerate(feature_maps):
-            h, w = f.shape[-2:]
-            # torchvision's integer division: padded size // feature size, per axis.
-            stride = (int(padded_h) // int(h), int(padded_w) // int(w)) if self.strides_from_image else None
-            grids.append(self.grid_anchors(level, (h, w), ref.device, ref.dtype, stride))
+        padded = image_list.tensors.shape[-2:]
+        grids = [
+            self.grid_anchors(level, tuple(f.shape[-2:]), ref.device, ref.dtype,
+                              (padded[0] // max(f.shape[-2], 1), padded[1] // max(f.shape[-1], 1))
+                              if self.strides_from_image else None)
+            for level, f in enumerate(feature_maps)
+        ]
         anchors = []
         for height, width in image_list.image_sizes:
             per_level = []

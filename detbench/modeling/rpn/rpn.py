@@ -106,8 +106,13 @@ def _empty_proposals(image_size: tuple[int, int], like: Tensor) -> BoxList:
     return proposals
 
 
-def build_rpn(cfg: CfgNode, in_channels: int) -> RPNModule:
-    """The RPN for a backbone with ``in_channels`` output channels, from MODEL.RPN and MODEL.RPN_ONLY."""
+def build_rpn(cfg: CfgNode, in_channels: int) -> nn.Module:
+    """The RPN for a backbone with ``in_channels`` output channels, from MODEL.RPN and MODEL.RPN_ONLY;
+    RetinaNet (same forward contract) with MODEL.RETINANET_ON, as in maskrcnn-benchmark."""
+    if cfg.MODEL.RETINANET_ON:
+        from .retinanet import build_retinanet  # here: retinanet imports this package's modules
+
+        return build_retinanet(cfg, in_channels)
     anchor_generator = build_anchor_generator(cfg)
     num_anchors = anchor_generator.num_anchors_per_location()
     if len(set(num_anchors)) != 1:

@@ -26,7 +26,7 @@ def _cfg(conv_body: str, **resnets):
         cfg.MODEL.RESNETS.TRANS_FUNC = "BasicBlockWithFixedBatchNorm"
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     # FPN width: the FPN YAML files set 256.
-    cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 if conv_body.endswith("FPN") else 1024
+    cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 if conv_body.endswith(("FPN", "RETINANET")) else 1024
     for key, value in resnets.items():
         cfg.MODEL.RESNETS[key] = value
     return cfg
@@ -35,6 +35,8 @@ def _cfg(conv_body: str, **resnets):
 def _expected(conv_body: str) -> tuple[int, tuple[int, ...]]:
     if conv_body.endswith("-FPN"):
         return 256, (4, 8, 16, 32, 64)
+    if conv_body.endswith("-FPN-RETINANET"):  # P3..P7
+        return 256, (8, 16, 32, 64, 128)
     scale = 4 if _shallow(conv_body) else 1  # basic blocks have no 4x expansion
     return (1024 // scale, (16,)) if conv_body.endswith("-C4") else (2048 // scale, (32,))
 
