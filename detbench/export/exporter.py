@@ -26,6 +26,7 @@ from detbench.utils.registry import Registry
 
 from .preprocess import Preprocess
 from .rcnn import ExportableRCNN
+from .retinanet import ExportableRetinaNet
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ EXPORTABLE_ARCHITECTURES = Registry("EXPORTABLE_ARCHITECTURES")
 
 def _rcnn_problems(cfg: CfgNode) -> list[str]:
     problems = []
-    if cfg.MODEL.RPN_ONLY:
+    if cfg.MODEL.RPN_ONLY and not cfg.MODEL.RETINANET_ON:  # RetinaNet is RPN-only, with final detections
         problems.append("MODEL.RPN_ONLY is True: an RPN-only model has proposals, not detections")
     if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS:
         problems.append("MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS is True: the export pastes the masks into the "
@@ -55,9 +56,14 @@ def _rcnn_problems(cfg: CfgNode) -> list[str]:
     return problems
 
 
-EXPORTABLE_ARCHITECTURES.register("GeneralizedRCNN")(
-    ExportSpec(build=lambda cfg, model, preprocess: ExportableRCNN(model, preprocess), check=_rcnn_problems)
-)
+def _build_generalized_rcnn(cfg: CfgNode, model: nn.Module, preprocess: Preprocess) -> nn.Module:
+    """R-CNN models, and RetinaNet (built in the RPN's place, as in maskrcnn-benchmark)."""
+    if cfg.MODEL.RETINANET_ON:
+        return ExportableRetinaNet(model, preprocess)
+    return ExportableRCNN(model, preprocess)
+
+
+EXPORTABLE_ARCHITECTURES.register("GeneralizedRCNN")(ExportSpec(build=_build_generalized_rcnn, check=_rcnn_problems))
 
 
 def export_problems(cfg: CfgNode) -> list[str]:

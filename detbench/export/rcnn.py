@@ -18,6 +18,7 @@ from detbench.layers.nms import batched_nms
 from detbench.modeling.detector.generalized_rcnn import GeneralizedRCNN
 from detbench.modeling.roi_heads.keypoint_head.inference import heatmaps_to_keypoints_dense
 from detbench.modeling.roi_heads.mask_head.inference import paste_masks_in_image_dense
+from detbench.modeling.rpn.anchor_generator import AnchorGenerator
 from detbench.modeling.rpn.inference import concat_box_prediction_layers, keep_top_n_per_level
 from detbench.modeling.rpn.rpn import RPNModule
 from detbench.structures.bounding_box import BoxList
@@ -36,19 +37,25 @@ def clip_boxes(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
     return torch.stack((x, y), dim=-1).reshape(boxes.shape)
 
 
-def _level_candidates(rpn: RPNModule, level: int, logits: Tensor, deltas: Tensor,
-                      padded: Tensor) -> tuple[Tensor, Tensor]:
-    """One level's best ``pre_nms_top_n`` anchors, decoded: (boxes [K, 4], objectness [K]).
+def level_anchors(generator: AnchorGenerator, level: int, logits: Tensor, padded: Tensor) -> Tensor:
+    """[H * W * A, 4] anchors of ``level`` for its head output ``logits`` [1, *, H, W];
     ``padded``: the [2] (height, width) of the padded image tensor the features come from."""
-    selector = rpn.box_selector_test
-    generator = rpn.anchor_generator
-    shape = torch._shape_as_tensor(logits)  # [1, A, H, W]
+    shape = torch._shape_as_tensor(logits)
     if generator.strides_from_image:  # torchvision's rule, traced: padded size // grid size per axis
         stride = (padded[0] // shape[2], padded[1] // shape[3])
     else:
         stride = (generator.strides[level],) * 2
     # The uncached grid (the cache keys on Python ints); its arange takes the traced sizes.
-    anchors = generator._make_grid_anchors(level, shape[2], shape[3], logits.device, stride)
+    return generator._make_grid_anchors(level, shape[2], shape[3], logits.device, stride)
+
+
+def _level_candidates(rpn: RPNModule, level: int, logits: Tensor, deltas: Tensor,
+                      padded: Tensor) -> tuple[Tensor, Tensor]:
+    """One level's best ``pre_nms_top_n`` anchors, decoded: (boxes [K, 4], objectness [K]).
+    ``padded``: the [2] (height, width) of the padded image tensor the features come from."""
+    selector = rpn.box_selector_test
+    shape = torch._shape_as_tensor(logits)  # [1, A, H, W]
+    anchors = level_anchors(rpn.anchor_generator, level, logits, padded)
     flat_logits, flat_deltas = concat_box_prediction_layers([logits], [deltas])  # [1, T], [1, T, 4]
     k = shape[1] * shape[2] * shape[3]
     if selector.pre_nms_top_n > 0:

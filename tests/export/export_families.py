@@ -6,6 +6,7 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 QUICKSTART = CONFIGS / "quickstart" / "mask_rcnn_R_18_FPN_shapes.yaml"
+RETINANET = CONFIGS / "quickstart" / "retinanet_R_18_FPN_shapes.yaml"
 C4 = CONFIGS / "e2e_mask_rcnn_R_50_C4_1x.yaml"
 
 # Caffe2-style input (BGR in [0, 255], so the channel swap is tested) with integer means: the
@@ -29,11 +30,13 @@ _KEYPOINTS = [
     "MODEL.ROI_KEYPOINT_HEAD.SHARE_BOX_FEATURE_EXTRACTOR", "False", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "2",
 ]
 
-# name -> (config file, overrides): Faster / Mask / Keypoint R-CNN on FPN, Faster / Mask on C4.
+# name -> (config file, overrides): Faster / Mask / Keypoint R-CNN on FPN, Faster / Mask on C4, RetinaNet.
 FAMILIES = {
     "faster_fpn": (QUICKSTART, [*_COMMON, "MODEL.MASK_ON", "False"]),
     "mask_fpn": (QUICKSTART, list(_COMMON)),
     "keypoint_fpn": (QUICKSTART, [*_COMMON, "MODEL.MASK_ON", "False", *_KEYPOINTS]),
     "faster_c4": (C4, [*_COMMON, *_SMALL_C4, "MODEL.MASK_ON", "False"]),
     "mask_c4": (C4, [*_COMMON, *_SMALL_C4]),
+    # RetinaNet, with torchvision's anchor stride rule (P6/P7 of a small batch are rounded up).
+    "retinanet_fpn": (RETINANET, [*_COMMON, "MODEL.RETINANET.STRIDES_FROM_IMAGE", "True"]),
 }

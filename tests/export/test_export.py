@@ -4,7 +4,8 @@ eager Predictor, on real photos of two sizes and on an image where nothing is de
 Every family (Faster / Mask / Keypoint R-CNN, FPN and C4) is exported once per format, from
 random weights. The box classifier's weights are scaled up so that class scores spread
 over (0, 1); the uniform image of the pixel mean normalises to exactly zero, every feature
-is then zero and every class scores 1 / C, below SCORE_THRESH = 1 / C + 0.1: no detection.
+is then zero and every class scores 1 / C, below SCORE_THRESH = 1 / C + 0.1: no detection
+(RetinaNet: every class scores its prior probability 0.01, below INFERENCE_TH 0.05).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PENN_FUDAN = next((p for p in (ROOT.parent / "shared" / "data" / "PennFudanPed" 
                   ROOT.parent / "shared" / "data" / "PennFudanPed" / "PNGImages")
 needs_photos = pytest.mark.skipif(not PENN_FUDAN.is_dir(), reason=f"{PENN_FUDAN} is absent")
 CLASSIFIER_GAIN = 10.0  # the factor on the random box classifier's weights
+# RetinaNet's classifier starts at PRIOR_PROB 0.01; at this gain some scores pass INFERENCE_TH 0.05.
+RETINANET_GAIN = 100.0
 
 pytestmark = pytest.mark.usefixtures("native_cpu_convolutions")  # see tests/conftest.py
 
@@ -58,12 +61,18 @@ class Exported:
         path, opts = FAMILIES[name]
         torch.manual_seed(0)
         model = build_detection_model(load_config(path, opts))
-        with torch.no_grad():
-            model.roi_heads["box"].predictor.cls_score.weight.mul_(CLASSIFIER_GAIN)
         weights = folder / f"{name}.pth"
+        if model.roi_heads is None:  # RetinaNet: zero features give every class PRIOR_PROB, below INFERENCE_TH
+            with torch.no_grad():
+                model.rpn.head.cls_logits.weight.mul_(RETINANET_GAIN)
+            extra = []
+        else:
+            with torch.no_grad():
+                model.roi_heads["box"].predictor.cls_score.weight.mul_(CLASSIFIER_GAIN)
+            threshold = 1.0 / model.roi_heads["box"].predictor.cls_score.out_features + 0.1
+            extra = ["MODEL.ROI_HEADS.SCORE_THRESH", str(threshold)]
         torch.save(model.state_dict(), weights)
-        threshold = 1.0 / model.roi_heads["box"].predictor.cls_score.out_features + 0.1
-        cfg = load_config(path, [*opts, "MODEL.WEIGHT", str(weights), "MODEL.ROI_HEADS.SCORE_THRESH", str(threshold)])
+        cfg = load_config(path, [*opts, "MODEL.WEIGHT", str(weights), *extra])
         self.predictor = Predictor(cfg)
         self.onnx = export_model(cfg, "onnx", folder / f"{name}.onnx", model=self.predictor.model)
         self.torchscript = export_model(cfg, "torchscript", folder / f"{name}.pt", model=self.predictor.model)
