@@ -1,4 +1,4 @@
-"""Checks of the keys issue 13 added: RoI pooling methods and MODEL.RETINANET.
+"""Checks of the RoI pooling method keys (POOLER_METHOD) and of MODEL.RETINANET.
 
 Called by :func:`detbench.config.validate.validate_config`; each problem is one line naming
 the key, the value and what is allowed.
@@ -75,6 +75,6 @@ def _check_retinanet(cfg: CfgNode) -> list[str]:
     return problems
 
 
-def check_issue13_keys(cfg: CfgNode) -> list[str]:
+def check_pooler_and_retinanet_keys(cfg: CfgNode) -> list[str]:
     """Every problem with the RoI pooling methods and the RetinaNet keys of ``cfg``."""
     return _check_pooler_methods(cfg) + _check_retinanet(cfg)
