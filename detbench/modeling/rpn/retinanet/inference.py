@@ -40,9 +40,9 @@ class RetinaNetPostProcessor:
         n, _, k_classes = logits.shape
         scores = torch.sigmoid(logits.reshape(n, -1).float())
         top = min(self.pre_nms_top_n, scores.shape[1])
-        # Below-threshold scores are pushed under every valid one, so top-k takes the valid first.
-        masked = scores.masked_fill(scores <= self.score_thresh, -1.0)
-        best, index = masked.topk(top, dim=1)
+        # Every score above the threshold ranks before every other, so the top-k holds the valid
+        # candidates first (no masked copy of the [N, R K] scores: 54 MB on P3 at 800x1333).
+        best, index = scores.topk(top, dim=1)
         anchor_index, labels = index // k_classes, index % k_classes + 1
         picked_deltas = deltas.gather(1, anchor_index[..., None].expand(-1, -1, 4))
         boxes = self.box_coder.decode(picked_deltas.reshape(-1, 4), anchors[anchor_index.reshape(-1)])
