@@ -53,10 +53,21 @@ def should_resume(cfg, checkpointer: Checkpointer, flag: bool | None, logger: lo
     return found and flag is not False
 
 
+def check_precision(cfg) -> None:
+    """DTYPE float16 (autocast + GradScaler) is for CUDA devices: refused elsewhere, before anything
+    is built, with a ConfigError naming DTYPE and MODEL.DEVICE."""
+    from detbench.config import ConfigError
+
+    if cfg.DTYPE == "float16" and not cfg.MODEL.DEVICE.startswith("cuda"):
+        raise ConfigError(f"DTYPE 'float16' (mixed-precision training) needs a CUDA device, but MODEL.DEVICE is "
+                          f"{cfg.MODEL.DEVICE!r}; use DTYPE float32 on the CPU")
+
+
 def train(cfg, distributed: bool, logger: logging.Logger, resume: bool | None = None) -> tuple[torch.nn.Module, int]:
     """Train (or resume) per ``cfg``; returns the model and the last iteration."""
     from detbench.data import make_data_loader
 
+    check_precision(cfg)
     device = torch.device(cfg.MODEL.DEVICE)
     model = build_detection_model(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
@@ -81,8 +92,6 @@ def train(cfg, distributed: bool, logger: logging.Logger, resume: bool | None = 
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
                                    start_iter=arguments["iteration"])
     amp = cfg.DTYPE == "float16"
-    if amp and device.type != "cuda":
-        raise ValueError("DTYPE float16 (mixed precision) needs MODEL.DEVICE cuda")
     test_fn = (lambda m: run_test(cfg, m, distributed)) if cfg.SOLVER.TEST_PERIOD > 0 else None
     do_train(model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD,
              arguments, log_period=cfg.SOLVER.LOG_PERIOD, output_dir=cfg.OUTPUT_DIR,

@@ -155,3 +155,76 @@ def test_log_says_where_it_is_and_eta_leaves_out_checkpoints(tmp_path, caplog, m
     train = [r for r in records if "eval" not in r]
     assert [r["epoch"] for r in train] == [0.75, 1.5]
     assert all(r["time"] < 1 and r["data"] < 1 for r in train), train  # no 100 s save or evaluation inside
+
+
+class _ModeRecorder(ToyDetector):
+    """A ToyDetector that records whether it was in training mode at each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, images, targets):
+        self.modes.append(self.training)
+        return super().forward(images, targets)
+
+
+def _periodic_eval_run(tmp_path, model, iterations, test_period, ema=None):
+    """Train ``model`` for ``iterations`` with a test_fn that evaluates (in eval mode) every
+    ``test_period``; returns [(iteration, weight seen by the evaluation)] and the arguments."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = WarmupMultiStepLR(optimizer, milestones=[100], warmup_iters=0)
+    arguments = {"iteration": 0}
+    seen = []
+
+    def test_fn(m):
+        m.eval()  # as inference() does
+        seen.append((arguments["iteration"], float(m.weight.detach())))
+        return {"val": {"bbox": {"AP": arguments["iteration"] / 10}}}
+
+    do_train(model, _loader(iterations), optimizer, scheduler, Checkpointer(model, optimizer, scheduler, str(tmp_path)),
+             torch.device("cpu"), checkpoint_period=100, arguments=arguments, log_period=100,
+             output_dir=str(tmp_path), test_period=test_period, test_fn=test_fn, ema=ema)
+    return seen, arguments
+
+
+def test_periodic_evaluation_at_multiples_of_test_period_then_back_to_training(tmp_path):
+    """TEST_PERIOD 3, MAX_ITER 7: the loop evaluates at 3 and 6 (the tool evaluates the final
+    model itself, see test_train_net.py), writes each result to metrics.jsonl and the TensorBoard
+    events, and trains on in training mode."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    model = _ModeRecorder()
+    seen, _ = _periodic_eval_run(tmp_path, model, 7, test_period=3)
+    assert [i for i, _ in seen] == [3, 6]
+    assert model.modes == [True] * 7  # iterations 4 and 7 follow an evaluation in eval mode
+    assert model.training
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["eval"]) for r in records if "eval" in r] == [
+        (3, {"val": {"bbox": {"AP": 0.3}}}), (6, {"val": {"bbox": {"AP": 0.6}}})]
+    acc = event_accumulator.EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("eval/val/bbox/AP")] == [(3, 0.3), (6, 0.6)]
+
+
+def test_no_periodic_evaluation_without_test_fn_or_period(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    assert _periodic_eval_run(tmp_path / "a", ToyDetector(), 4, test_period=0)[0] == []
+    assert _periodic_eval_run(tmp_path / "b", ToyDetector(), 4, test_period=5)[0] == []  # 5 > MAX_ITER
+
+
+def test_periodic_evaluation_uses_the_ema_weights_and_trains_on_from_the_raw_ones(tmp_path):
+    """With an EMA (decay 0.5) the evaluation at iteration 2 sees the average of the weights, and
+    training continues from the raw weights: the final raw weight is plain SGD's."""
+    from detbench.solver.ema import ModelEMA
+
+    model = ToyDetector()
+    ema = ModelEMA(model, decay=0.5, ramp_iters=0)
+    seen, arguments = _periodic_eval_run(tmp_path, model, 4, test_period=2, ema=ema)
+    raw, avg = [1.0], [1.0]  # by hand, after each iteration
+    for _ in range(4):
+        raw.append(raw[-1] - 0.1 * (2 * raw[-1] + 0.5))  # SGD on w^2 + w/2
+        avg.append(0.5 * avg[-1] + 0.5 * raw[-1])
+    assert seen == [(2, pytest.approx(avg[2], abs=1e-6))] and avg[2] != pytest.approx(raw[2], abs=1e-2)
+    assert float(arguments["weights_before_ema"]["weight"]) == pytest.approx(raw[4], abs=1e-6)
+    assert float(model.weight.detach()) == pytest.approx(avg[4], abs=1e-6)  # model_final: the average
