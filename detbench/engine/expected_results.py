@@ -27,9 +27,13 @@ def check_expected_results(
     """Check ``results`` ({dataset: {task: {metric: value}}}) against ``expected``.
 
     Logs PASS / FAIL per (dataset, entry) and returns the failure messages (empty: all met).
-    A task or metric missing from the results is a failure, named as such.
+    A task or metric missing from the results is a failure, named as such, and so are
+    expectations with no results at all.
     """
     failures = []
+    if expected and not results:  # e.g. DATASETS.TEST empty: nothing would be checked at all
+        failures.append("no evaluation results to check (is DATASETS.TEST empty?)")
+        logger.error("FAIL: %s", failures[-1])
     for entry in expected:
         name, task, metric, mean, std = parse_expected_result(entry)
         lo, hi = mean - sigma_tol * std, mean + sigma_tol * std

@@ -33,6 +33,8 @@ def test_missing_task_fails_by_name_and_assert_raises():
     with pytest.raises(ExpectedResultsError, match="val_b segm AP: no such result"):
         assert_expected_results(RESULTS, [["val_b", "segm", "AP", [0.4, 0.1]]], 4)
     assert_expected_results(RESULTS, [], 4)  # nothing expected: nothing checked
+    with pytest.raises(ExpectedResultsError, match="no evaluation results to check"):
+        assert_expected_results({}, [["bbox", "AP", [0.4, 0.1]]], 4)  # not a silent pass
 
 
 @pytest.mark.parametrize("entry, message", [
