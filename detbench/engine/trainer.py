@@ -6,15 +6,17 @@ import datetime
 import json
 import logging
 import math
+import random
 import resource
 import signal
 import threading
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -224,7 +226,8 @@ def do_train(
             evaluated = (test_fn is not None and test_period > 0 and iteration % test_period == 0
                          and iteration != max_iter and not stopping)
             if evaluated:
-                with ema.swapped_into(_unwrapped(model)) if ema is not None else nullcontext():
+                with ema.swapped_into(_unwrapped(model)) if ema is not None else nullcontext(), \
+                        random_state_kept(device):
                     metrics_file.write({"iteration": iteration, "eval": test_fn(model)})
                 model.train()
             if saved or evaluated:  # the next iteration's times (and so the ETA) leave these out
@@ -243,6 +246,26 @@ def do_train(
     total = time.perf_counter() - start
     done = max(max_iter - start_iter, 1)
     logger.info("Total training time: %s (%.4f s / it)", datetime.timedelta(seconds=int(total)), total / done)
+
+
+@contextmanager
+def random_state_kept(device: torch.device) -> Iterator[None]:
+    """Restore torch's (CPU and ``device``'s CUDA), Python's and NumPy's global random states on exit.
+
+    A periodic evaluation runs inside it, so that training continues with the random numbers it
+    would have drawn without the evaluation: the test loader's transforms draw from torch's
+    default generator when they run in this process (DATALOADER.NUM_WORKERS 0) but not in a
+    worker, so without it the model trained on depended on TEST_PERIOD and NUM_WORKERS, and a
+    run resumed from a checkpoint saved just before an evaluation diverged from the original.
+    """
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:

@@ -228,3 +228,46 @@ def test_periodic_evaluation_uses_the_ema_weights_and_trains_on_from_the_raw_one
     assert seen == [(2, pytest.approx(avg[2], abs=1e-6))] and avg[2] != pytest.approx(raw[2], abs=1e-2)
     assert float(arguments["weights_before_ema"]["weight"]) == pytest.approx(raw[4], abs=1e-6)
     assert float(model.weight.detach()) == pytest.approx(avg[4], abs=1e-6)  # model_final: the average
+
+
+class _RandomDrawer(ToyDetector):
+    """Records one draw per forward from each global generator training code may use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draws: list[tuple[float, float, float]] = []
+
+    def forward(self, images, targets):
+        import random
+
+        import numpy as np
+
+        self.draws.append((float(torch.rand(())), random.random(), float(np.random.rand())))
+        return super().forward(images, targets)
+
+
+def test_periodic_evaluation_leaves_the_training_random_streams_alone(tmp_path):
+    """An evaluation that draws from torch's, Python's and NumPy's global generators (as the test
+    loader does with NUM_WORKERS 0) must not change what training draws afterwards."""
+    import random
+
+    import numpy as np
+
+    def run(folder, test_period):
+        folder.mkdir()
+        torch.manual_seed(0), random.seed(0), np.random.seed(0)
+        model = _RandomDrawer()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = WarmupMultiStepLR(optimizer, milestones=[100], warmup_iters=0)
+
+        def test_fn(m):
+            torch.rand(5), random.random(), np.random.rand(3)
+            return {"val": {"bbox": {"AP": 0.5}}}
+
+        do_train(model, _loader(5), optimizer, scheduler, Checkpointer(model, optimizer, scheduler, str(folder)),
+                 torch.device("cpu"), checkpoint_period=100, arguments={"iteration": 0}, log_period=100,
+                 output_dir=str(folder), test_period=test_period, test_fn=test_fn)
+        return model.draws
+
+    with_eval, without = run(tmp_path / "a", 2), run(tmp_path / "b", 0)
+    assert len(with_eval) == 5 and with_eval == without
