@@ -174,3 +174,28 @@ def test_missing_files_and_wrong_sizes(city):
     dataset = CityscapesDataset(city / "leftImg8bit", city / "gtFine", "val", "mask")
     with pytest.raises(DatasetError, match=r"instanceIds.png is for a \(10, 10\).*is \(48, 32\)"):
         dataset.get_groundtruth(1)
+
+
+@pytest.mark.parametrize("mode", ["poly", "mask"])
+def test_trains_a_step_and_evaluates_through_the_engine(city, tmp_path, monkeypatch, mode):
+    """maskrcnn-benchmark's cityscapes_{poly,mask}_instance names through the real data loader, one
+    Mask R-CNN training step on their masks and run_test's COCO bbox + segm evaluation."""
+    from detbench.data import make_data_loader
+    from detbench.engine.launch import run_test
+    from detbench.modeling.detector import build_detection_model
+
+    monkeypatch.setenv(catalog.ENV_ROOT, str(tmp_path))
+    torch.manual_seed(0)
+    cfg = load_config("configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml", [
+        "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "11", "DATASETS.TRAIN", f"('cityscapes_{mode}_instance_val',)",
+        "DATASETS.TEST", f"('cityscapes_{mode}_instance_minival',)", "SOLVER.IMS_PER_BATCH", "1",
+        "TEST.IMS_PER_BATCH", "1", "SOLVER.MAX_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
+        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")])
+    model = build_detection_model(cfg)
+    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
+    assert len(targets[0]) == 4 and targets[0].get_field("masks").mode == mode
+    losses = model(images, list(targets))
+    assert "loss_mask" in losses
+    sum(losses.values()).backward()
+    results = run_test(cfg, model, distributed=False)[f"cityscapes_{mode}_instance_minival"]
+    assert set(results) == {"bbox", "segm"} and 0.0 <= results["segm"]["AP"] <= 1.0

@@ -120,3 +120,31 @@ def test_missing_or_wrong_size_image(voc, tmp_path):
     (root / "Annotations" / "b.xml").write_text(voc.xml(8, 7, []))
     with pytest.raises(ImageLoadError, match=r"b.jpg: image is \(8, 6\).*XML says \(8, 7\)"):
         PascalVOCDataset(root, "val")[0]
+
+
+def test_trains_a_step_and_evaluates_through_the_engine(voc, tmp_path, monkeypatch):
+    """A VOC devkit split through the real data loader, one training step of a small Faster R-CNN
+    (difficult objects never reach the losses) and run_test's VOC evaluation."""
+    from detbench.data import make_data_loader
+    from detbench.engine.launch import run_test
+    from detbench.modeling.detector import build_detection_model
+
+    anns = {f"{i:06d}": (64, 48, [("dog", (5, 5, 40, 30), 0), ("cat", (30, 20, 60, 45), i % 2)]) for i in range(3)}
+    voc.write(tmp_path / "voc" / "VOC2012", anns, {"train": list(anns), "val": list(anns)[:2]})
+    monkeypatch.setenv(catalog.ENV_ROOT, str(tmp_path))
+    torch.manual_seed(0)
+    cfg = load_config("configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml", [
+        "MODEL.MASK_ON", "False", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "21", "DATASETS.TRAIN", "('voc_2012_train',)",
+        "DATASETS.TEST", "('voc_2012_val',)", "SOLVER.IMS_PER_BATCH", "3", "TEST.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
+        "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")])
+    model = build_detection_model(cfg)
+    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
+    assert sorted(len(t) for t in targets) == [1, 2, 2]  # image 000001 keeps only its dog: its cat is difficult
+    assert all(not t.get_field("difficult").any() for t in targets)
+    losses = model(images, list(targets))
+    sum(losses.values()).backward()
+    results = run_test(cfg, model, distributed=False)["voc_2012_val"]
+    assert set(results["bbox"]) == {"mAP", "per_category"} and len(results["bbox"]["per_category"]) == 20
+    assert 0.0 <= results["bbox"]["mAP"] <= 1.0
+    assert (tmp_path / "out" / "inference" / "voc_2012_val" / "voc_results.json").is_file()
