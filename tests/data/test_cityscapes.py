@@ -199,3 +199,16 @@ def test_trains_a_step_and_evaluates_through_the_engine(city, tmp_path, monkeypa
     sum(losses.values()).backward()
     results = run_test(cfg, model, distributed=False)[f"cityscapes_{mode}_instance_minival"]
     assert set(results) == {"bbox", "segm"} and 0.0 <= results["segm"]["AP"] <= 1.0
+
+
+def test_boxes_of_values_match_the_boxes_of_the_masks():
+    from detbench.data.datasets.cityscapes import boxes_of_values
+    from detbench.data.datasets.penn_fudan import boxes_from_masks
+
+    ids_map = np.random.default_rng(0).choice([0, 7, 24000, 24001, 26003], size=(20, 30)).astype(np.int32)
+    ids_map[5:9, 2:4] = 33000  # a small block
+    values = [24000, 24001, 26003, 33000]
+    masks = torch.from_numpy(ids_map)[None] == torch.tensor(values, dtype=torch.int32)[:, None, None]
+    assert_close(boxes_of_values(ids_map, values), boxes_from_masks(masks))
+    assert_close(boxes_of_values(ids_map, [33000]), torch.tensor([[2.0, 5, 4, 9]]))
+    assert boxes_of_values(ids_map, []).shape == (0, 4)

@@ -31,7 +31,6 @@ from ..catalog import CITYSCAPES_CLASSES
 from .cityscapes_format import LABEL_IDS, read_polygon_file
 from .coco import ImageLoadError, Transforms, image_size, load_image
 from .coco_checks import DatasetError, listed_ids
-from .penn_fudan import boxes_from_masks
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +41,21 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 def _mini(paths: list[Path], mini: int | None) -> list[Path]:
     """About ``mini`` paths spread over the whole list (every (len // mini + 1)-th, as maskrcnn-benchmark)."""
     return paths if mini is None else paths[:: len(paths) // mini + 1]
+
+
+def boxes_of_values(ids_map: np.ndarray, values: list[int]) -> torch.Tensor:
+    """[N, 4] float32 xyxy boxes of the pixels of each of ``values`` (sorted, each present) in
+    the [H, W] map: pixel columns a..b, rows c..d give (a, c, b + 1, d + 1), as
+    :func:`~.penn_fudan.boxes_from_masks` of their masks, in one pass over the map."""
+    if not values:
+        return torch.zeros((0, 4))
+    ys, xs = np.nonzero(np.isin(ids_map, values))
+    which = torch.from_numpy(np.searchsorted(np.asarray(values), ids_map[ys, xs]))
+    xs, ys = torch.from_numpy(xs), torch.from_numpy(ys)
+    count = len(values)
+    low = [torch.full((count,), 1 << 30).scatter_reduce(0, which, c, "amin") for c in (xs, ys)]
+    high = [torch.full((count,), -1).scatter_reduce(0, which, c, "amax") + 1 for c in (xs, ys)]
+    return torch.stack((low[0], low[1], high[0], high[1]), dim=1).float()
 
 
 class CityscapesDataset(torch.utils.data.Dataset):
@@ -82,7 +96,7 @@ class CityscapesDataset(torch.utils.data.Dataset):
         self._logged: set[Path] = set()
         self._sizes = [image_size(p) for p, _ in self.files]
         if remove_images_without_annotations:
-            keep = [i for i in range(len(self.files)) if len(self.get_groundtruth(i)) > 0]
+            keep = [i for i in range(len(self.files)) if self._has_instances(i)]
             logger.info("%s: %d of %d images have instances", self.ann_dir, len(keep), len(self.files))
             self.files, self._sizes = [self.files[i] for i in keep], [self._sizes[i] for i in keep]
         self.ids = list(range(1, len(self.files) + 1))
@@ -125,26 +139,36 @@ class CityscapesDataset(torch.utils.data.Dataset):
         target.add_field("masks", SegmentationMask([[list(o.polygon)] for o in objects], size, mode="poly"))
         return target
 
-    def _mask_target(self, index: int) -> BoxList:
+    def _instances(self, index: int) -> tuple[np.ndarray, list[int], list[int]]:
+        """The instanceIds map [H, W] of image ``index``, its instance values (sorted) and their labels."""
         path = self.files[index][1]
         try:
             with Image.open(path) as image:
-                ids_map = torch.from_numpy(np.array(image, dtype=np.int64))
+                ids_map = np.array(image, dtype=np.int32)
         except OSError as exc:
             raise ImageLoadError(f"cannot read instance file {path}: {exc}") from exc
         self._check_size(path, (ids_map.shape[1], ids_map.shape[0]), index)
-        values = torch.unique(ids_map)
-        values = values[values >= 1000]  # below: crowds and stuff, not instances
-        labels = [self._label_of_class_id.get(int(v) // 1000) for v in values]
-        unknown = [f"instance id {int(v)}" for v, label in zip(values, labels) if label is None]
+        found = np.unique(ids_map[ids_map >= 1000]).tolist()  # below 1000: crowds and stuff, not instances
+        kept = [v for v in found if v // 1000 in self._label_of_class_id]
+        unknown = [f"instance id {v}" for v in found if v // 1000 not in self._label_of_class_id]
         self._log_dropped(path, {"class id (instance id // 1000) without instances": unknown} if unknown else {})
-        values = torch.tensor([int(v) for v, label in zip(values, labels) if label is not None], dtype=torch.int64)
-        masks = (ids_map[None] == values[:, None, None]).to(torch.uint8)  # [N, H, W]
+        return ids_map, kept, [self._label_of_class_id[v // 1000] for v in kept]
+
+    def _mask_target(self, index: int) -> BoxList:
+        ids_map, values, labels = self._instances(index)
+        masks = (torch.from_numpy(ids_map)[None] == torch.tensor(values, dtype=torch.int32)[:, None, None])
+        masks = masks.to(torch.uint8)  # [N, H, W]
         size = self._sizes[index]
-        target = BoxList(boxes_from_masks(masks), size, mode="xyxy")
-        target.add_field("labels", torch.tensor([label for label in labels if label is not None], dtype=torch.int64))
+        target = BoxList(boxes_of_values(ids_map, values), size, mode="xyxy")
+        target.add_field("labels", torch.tensor(labels, dtype=torch.int64))
         target.add_field("masks", SegmentationMask(masks, size, mode="mask"))
         return target
+
+    def _has_instances(self, index: int) -> bool:
+        """Whether image ``index`` has a target, without building its masks."""
+        if self.mode == "mask":
+            return bool(self._instances(index)[1])
+        return any(not o.is_group for o in read_polygon_file(self.files[index][1]).objects)
 
     def get_groundtruth(self, index: int) -> BoxList:
         """The untransformed target of image ``index`` in its original size."""
