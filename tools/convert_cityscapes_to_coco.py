@@ -1,7 +1,7 @@
 """Convert Cityscapes' gtFine polygon files to the COCO json files of the
 ``cityscapes_fine_instanceonly_seg_*_cocostyle`` dataset names.
 
-    python tools/convert_cityscapes_to_coco.py                      # $DETBENCH_DATASETS/cityscapes/gtFine -> annotations/
+    python tools/convert_cityscapes_to_coco.py           # $DETBENCH_DATASETS/cityscapes/gtFine -> annotations/
     python tools/convert_cityscapes_to_coco.py --gtfine DIR --outdir DIR --splits train val
     python tools/convert_cityscapes_to_coco.py --link-images $DETBENCH_DATASETS/cityscapes/leftImg8bit
 

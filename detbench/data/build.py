@@ -15,9 +15,7 @@ from detbench.utils import comm
 
 from . import catalog
 from .collate_batch import BatchCollator
-from .datasets import COCODataset, PennFudanDataset
-from .datasets.cityscapes import CityscapesDataset
-from .datasets.voc import PascalVOCDataset
+from .datasets import CityscapesDataset, COCODataset, PascalVOCDataset, PennFudanDataset
 from .datasets.shapes import ensure_shapes
 from .samplers import DistributedSampler, GroupedBatchSampler, IterationBasedBatchSampler
 from .seeded import KeyedBatchSampler, SeededDataset

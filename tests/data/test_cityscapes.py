@@ -62,7 +62,8 @@ def write_cityscapes(root: Path, frames: dict[str, list[dict]], split: str = "va
     rng = np.random.default_rng(0)
     for frame, objects in frames.items():
         stem = f"{city}_{frame}"
-        Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(images / f"{stem}_leftImg8bit.png")
+        pixels = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{stem}_leftImg8bit.png")
         data = {"imgHeight": HEIGHT, "imgWidth": WIDTH, "objects": objects}
         (annotations / f"{stem}_gtFine_polygons.json").write_text(json.dumps(data))
         _instance_ids(objects).save(annotations / f"{stem}_gtFine_instanceIds.png")

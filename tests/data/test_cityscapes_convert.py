@@ -41,7 +41,8 @@ def write_gtfine(root: Path, split: str, frames: dict[str, list], city: str = "u
     folder.mkdir(parents=True, exist_ok=True)
     images.mkdir(parents=True, exist_ok=True)
     for frame, objects in frames.items():
-        text = objects if isinstance(objects, str) else json.dumps({"imgHeight": 32, "imgWidth": 48, "objects": objects})
+        data = {"imgHeight": 32, "imgWidth": 48, "objects": objects}
+        text = objects if isinstance(objects, str) else json.dumps(data)
         (folder / f"{city}_{frame}_gtFine_polygons.json").write_text(text)
         Image.new("RGB", (48, 32)).save(images / f"{city}_{frame}_leftImg8bit.png")
     return root
@@ -81,7 +82,8 @@ def test_cocostyle_names_read_the_converted_files(tmp_path, monkeypatch):
     assert link_images(city / "leftImg8bit", city / "images", ("train", "val")) == 0  # already there
     monkeypatch.setenv(catalog.ENV_ROOT, str(tmp_path))
     cfg = load_config(None, [])
-    assert catalog.get("cityscapes_fine_instanceonly_seg_val_cocostyle").class_names() == catalog.CITYSCAPES_COCO_CLASSES
+    names = catalog.get("cityscapes_fine_instanceonly_seg_val_cocostyle").class_names()
+    assert names == catalog.CITYSCAPES_COCO_CLASSES
     for name in ("cityscapes_fine_instanceonly_seg_val_cocostyle", "cityscapes_fine_instanceonly_seg_val"):
         dataset = build_dataset(cfg, name, is_train=False)
         image, target, _ = dataset[0]

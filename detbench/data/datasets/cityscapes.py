@@ -195,7 +195,8 @@ class CityscapesDataset(torch.utils.data.Dataset):
             rles = coco_mask.encode(np.asfortranarray(masks.get_mask_tensor().permute(1, 2, 0).numpy()))
             segmentations = [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in rles]
         out = []
-        for k, (box, label) in enumerate(zip(target.convert("xywh").bbox.tolist(), target.get_field("labels").tolist())):
+        boxes, labels = target.convert("xywh").bbox.tolist(), target.get_field("labels").tolist()
+        for k, (box, label) in enumerate(zip(boxes, labels)):
             out.append({"id": first_id + k, "image_id": self.ids[index], "category_id": label, "iscrowd": 0,
                         "bbox": box, "area": float(coco_mask.area(rles[k])), "segmentation": segmentations[k]})
         return out

@@ -110,7 +110,8 @@ def test_unknown_metric_is_refused():
 
 
 def _devkit(voc, root):
-    objects_a = [("aeroplane", (1, 1, 10, 10), 0), ("aeroplane", (21, 21, 30, 30), 0), ("aeroplane", (51, 51, 60, 60), 1)]
+    objects_a = [("aeroplane", (1, 1, 10, 10), 0), ("aeroplane", (21, 21, 30, 30), 0),
+                 ("aeroplane", (51, 51, 60, 60), 1)]
     objects_b = [("aeroplane", (1, 1, 10, 10), 0), ("bird", (41, 41, 50, 50), 0)]
     return voc.write(root, {"a": (100, 100, objects_a), "b": (100, 80, objects_b)}, {"test": ["a", "b"]})
 
