@@ -509,6 +509,16 @@ _C.MODEL.RETINANET.ROUND_ANCHOR_SIZES = False
 # e.g. 800 // 13 = 61 on P6), instead of ANCHOR_STRIDES (bool).
 _C.MODEL.RETINANET.STRIDES_FROM_IMAGE = False
 
+# ===========================================================================
+# Issue 14: Pascal VOC and Cityscapes datasets
+# ===========================================================================
+# Pascal VOC (voc_* names): train on the objects marked <difficult> too (bool). They are always kept
+# in the ground truth with a "difficult" field, and the VOC metric ignores them either way.
+_C.DATASETS.VOC_USE_DIFFICULT = False
+# VOC metric of the voc_* test sets: "auto" (the 11-point metric for VOC2007, the area under the
+# precision-recall curve for later years), "11point" or "area". Mean AP at IoU 0.5 either way.
+_C.TEST.VOC_METRIC = "auto"
+
 
 def get_cfg() -> CfgNode:
     """A fresh, mutable copy of the default config (its merge methods understand ``_BASE_``)."""

@@ -33,6 +33,7 @@ LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
 CLIP_TYPES = ("value", "norm")
 DTYPES = ("float32", "float16")
 VERIFY_IMAGES = ("exists", "header", "decode")  # detbench.data.datasets.coco_checks.VERIFY_MODES
+VOC_METRICS = ("auto", "11point", "area")  # detbench.data.datasets.voc.VOC_METRICS
 
 # Numeric keys: (key, test, what is allowed).
 RANGES: list[tuple[str, Callable[[float], bool], str]] = [
@@ -197,9 +198,12 @@ def _check_expected_results(cfg: CfgNode) -> list[str]:
 
 
 def _check_datasets(cfg: CfgNode) -> list[str]:
+    problems = []
     if cfg.DATASETS.VERIFY_IMAGES not in VERIFY_IMAGES:
-        return [_problem("DATASETS.VERIFY_IMAGES", cfg.DATASETS.VERIFY_IMAGES, f"one of {VERIFY_IMAGES}")]
-    return []
+        problems.append(_problem("DATASETS.VERIFY_IMAGES", cfg.DATASETS.VERIFY_IMAGES, f"one of {VERIFY_IMAGES}"))
+    if cfg.TEST.VOC_METRIC not in VOC_METRICS:
+        problems.append(_problem("TEST.VOC_METRIC", cfg.TEST.VOC_METRIC, f"one of {VOC_METRICS}"))
+    return problems
 
 
 def _check_input(cfg: CfgNode) -> list[str]:

@@ -15,7 +15,7 @@ from detbench.utils import comm
 
 from . import catalog
 from .collate_batch import BatchCollator
-from .datasets import COCODataset, PennFudanDataset
+from .datasets import CityscapesDataset, COCODataset, PascalVOCDataset, PennFudanDataset
 from .datasets.shapes import ensure_shapes
 from .samplers import DistributedSampler, GroupedBatchSampler, IterationBasedBatchSampler
 from .seeded import KeyedBatchSampler, SeededDataset
@@ -52,7 +52,8 @@ def build_dataset(cfg: CfgNode, name: str, is_train: bool, transforms: Any = Non
 
     Training sets drop images without usable annotations when
     DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS; test sets keep every image. The shapes
-    splits are generated into their cache folder first if they are not there yet.
+    splits are generated into their cache folder first if they are not there yet. Pascal VOC
+    also reads DATASETS.VOC_USE_DIFFICULT and, for its metric, TEST.VOC_METRIC.
     """
     spec = catalog.get(name, cfg.DATASETS.CUSTOM)
     remove = bool(is_train and cfg.DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS)
@@ -62,6 +63,12 @@ def build_dataset(cfg: CfgNode, name: str, is_train: bool, transforms: Any = Non
     if spec.factory == "Shapes":
         images, ann_file = ensure_shapes(spec.args["root"], spec.args["split"])
         return COCODataset(ann_file, images, remove, transforms, verify_images=verify)
+    if spec.factory == "PascalVOCDataset":
+        return PascalVOCDataset(spec.args["root"], spec.args["split"], cfg.DATASETS.VOC_USE_DIFFICULT, transforms,
+                                spec.args["year"], cfg.TEST.VOC_METRIC, remove, verify)
+    if spec.factory == "CityscapesDataset":
+        args = {k: spec.args[k] for k in ("img_dir", "ann_dir", "split", "mode", "mini")}
+        return CityscapesDataset(**args, transforms=transforms, remove_images_without_annotations=remove)
     if spec.factory == "PennFudanDataset":
         return PennFudanDataset(spec.args["root"], spec.args["split"], cfg.DATASETS.PENN_FUDAN_NUM_TEST, transforms)
     raise ValueError(f"catalog entry {name!r} names an unknown dataset class {spec.factory!r}")

@@ -6,6 +6,11 @@ Paths are relative to the catalog root, the environment variable ``DETBENCH_DATA
     <root>/coco/train2014, val2014, train2017, val2017           image folders
     <root>/coco/annotations/instances_*.json, person_keypoints_*.json
     <root>/PennFudanPed/PNGImages, PedMasks
+    <root>/voc/VOC2007, VOC2012/Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/<split>.txt
+    <root>/voc/VOC20xx/Annotations/pascal_<split>20xx.json             the "*_cocostyle" names
+    <root>/cityscapes/leftImg8bit/<split>/<city>/*_leftImg8bit.png      the raw-layout names
+    <root>/cityscapes/gtFine/<split>/<city>/*_gtFine_{polygons.json,instanceIds.png}
+    <root>/cityscapes/images/*.png, annotations/instancesonly_filtered_gtFine_<split>.json
     <root>/shapes/<split>_<parameters>_<hash>/images, instances.json   generated on first use
 
 ``shapes_train`` and ``shapes_val`` need no download: :mod:`detbench.data.datasets.shapes`
@@ -49,7 +54,42 @@ def _coco_names() -> dict[str, tuple[str, str]]:
     return names
 
 
-COCO_DATASETS = _coco_names()
+def _cocostyle_names() -> dict[str, tuple[str, str]]:
+    """Pascal VOC and Cityscapes converted to COCO json (maskrcnn-benchmark's names and files):
+    the VOC json files of Detectron, and Cityscapes as tools/convert_cityscapes_to_coco.py writes it."""
+    names = {}
+    for year, split in (("2007", "train"), ("2007", "val"), ("2007", "test"), ("2012", "train"), ("2012", "val")):
+        names[f"voc_{year}_{split}_cocostyle"] = (
+            f"voc/VOC{year}/JPEGImages", f"voc/VOC{year}/Annotations/pascal_{split}{year}.json")
+    for split in ("train", "val", "test"):
+        files = ("cityscapes/images", f"cityscapes/annotations/instancesonly_filtered_gtFine_{split}.json")
+        names[f"cityscapes_fine_instanceonly_seg_{split}_cocostyle"] = files
+        # The older name that maskrcnn-benchmark's configs/cityscapes/e2e_*_R_50_FPN_1x.yaml use.
+        names[f"cityscapes_fine_instanceonly_seg_{split}"] = files
+    return names
+
+
+def _voc_names() -> dict[str, tuple[str, str, int]]:
+    """VOC devkit names -> (folder relative to the root, ImageSets/Main split, year)."""
+    splits = {"2007": ("train", "val", "trainval", "test"), "2012": ("train", "val", "trainval", "test")}
+    return {f"voc_{year}_{split}": (f"voc/VOC{year}", split, int(year))
+            for year, names in splits.items() for split in names}
+
+
+def _cityscapes_names() -> dict[str, tuple[str, str, int | None]]:
+    """Raw Cityscapes names -> (split, "poly" or "mask", mini: keep about this many images or None)."""
+    names = {}
+    for mode in ("poly", "mask"):
+        for split in ("train", "val"):
+            names[f"cityscapes_{mode}_instance_{split}"] = (split, mode, None)
+        names[f"cityscapes_{mode}_instance_minival"] = ("val", mode, 10)
+    return names
+
+
+COCO_DATASETS = {**_coco_names(), **_cocostyle_names()}
+VOC_DATASETS = _voc_names()
+CITYSCAPES_DATASETS = _cityscapes_names()
+CITYSCAPES_FOLDER = "cityscapes"
 PENN_FUDAN_DATASETS = {"penn_fudan_train": "train", "penn_fudan_test": "test"}
 PENN_FUDAN_FOLDER = "PennFudanPed"
 SHAPES_DATASETS = {"shapes_train": "train", "shapes_val": "val"}
@@ -58,6 +98,17 @@ SHAPES_FOLDER = "shapes"
 # data names its own in the json. The shapes generator and PennFudanDataset take theirs from here.
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "ring")  # json category ids 1..5
 PENN_FUDAN_CLASSES = ("person",)
+# Pascal VOC's 20 classes (labels 1..20, in the devkit's order; 0 is the background).
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+# The Cityscapes classes with instances (labels 1..10, cityscapesScripts' order): the raw-layout names.
+CITYSCAPES_CLASSES = ("person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
+                      "bicycle")
+# The 8 of them that maskrcnn-benchmark's COCO converter keeps (caravan and trailer are not evaluated
+# by the Cityscapes benchmark): the categories of tools/convert_cityscapes_to_coco.py's json files.
+CITYSCAPES_COCO_CLASSES = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 
 
 class UnknownDatasetError(KeyError):
@@ -72,7 +123,9 @@ class DatasetSpec:
     """What the catalog knows of a name: the dataset class's name and its path arguments."""
 
     name: str
-    factory: str  # "COCODataset", "PennFudanDataset" or "Shapes" (a COCODataset generated on first use)
+    # "COCODataset", "PennFudanDataset", "PascalVOCDataset", "CityscapesDataset" or "Shapes" (a
+    # COCODataset generated on first use).
+    factory: str
     args: dict[str, Any] = field(default_factory=dict)
     # Names of labels 1, 2, ... when the dataset's code fixes them; None: read them from "ann_file".
     classes: tuple[str, ...] | None = None
@@ -114,15 +167,19 @@ def _custom_table(custom: Iterable[Sequence[str]]) -> dict[str, tuple[str, str]]
                 f"DATASETS.CUSTOM entries must be (name, image folder, annotation json) strings, got {entry!r}"
             )
         name, images, ann = entry
-        if name in COCO_DATASETS or name in PENN_FUDAN_DATASETS or name in SHAPES_DATASETS or name in table:
+        if name in _builtin_names() or name in table:
             raise ValueError(f"DATASETS.CUSTOM name {name!r} is already defined; choose another name")
         table[name] = (images, ann)
     return table
 
 
+def _builtin_names() -> list[str]:
+    return [*COCO_DATASETS, *VOC_DATASETS, *CITYSCAPES_DATASETS, *PENN_FUDAN_DATASETS, *SHAPES_DATASETS]
+
+
 def known_names(custom: Iterable[Sequence[str]] = ()) -> list[str]:
     """Every name the catalog resolves, built-in and custom, sorted."""
-    return sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *SHAPES_DATASETS, *_custom_table(custom)])
+    return sorted([*_builtin_names(), *_custom_table(custom)])
 
 
 def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None = None) -> DatasetSpec:
@@ -136,6 +193,15 @@ def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None
     if name in COCO_DATASETS:
         images, ann = COCO_DATASETS[name]
         return DatasetSpec(name, "COCODataset", {"root": root / images, "ann_file": root / ann})
+    if name in VOC_DATASETS:
+        folder, split, year = VOC_DATASETS[name]
+        return DatasetSpec(name, "PascalVOCDataset", {"root": root / folder, "split": split, "year": year},
+                           VOC_CLASSES)
+    if name in CITYSCAPES_DATASETS:
+        split, mode, mini = CITYSCAPES_DATASETS[name]
+        args = {"img_dir": root / CITYSCAPES_FOLDER / "leftImg8bit", "ann_dir": root / CITYSCAPES_FOLDER / "gtFine",
+                "split": split, "mode": mode, "mini": mini}
+        return DatasetSpec(name, "CityscapesDataset", args, CITYSCAPES_CLASSES)
     if name in PENN_FUDAN_DATASETS:
         args = {"root": root / PENN_FUDAN_FOLDER, "split": PENN_FUDAN_DATASETS[name]}
         return DatasetSpec(name, "PennFudanDataset", args, PENN_FUDAN_CLASSES)
@@ -143,7 +209,7 @@ def get(name: str, custom: Iterable[Sequence[str]] = (), root: str | Path | None
         # Only the cache root here: the split is generated when the dataset is built, not looked up.
         return DatasetSpec(name, "Shapes", {"root": root / SHAPES_FOLDER, "split": SHAPES_DATASETS[name]},
                            SHAPES_CLASSES)
-    known = sorted([*COCO_DATASETS, *PENN_FUDAN_DATASETS, *SHAPES_DATASETS, *custom])
+    known = sorted([*_builtin_names(), *custom])
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UnknownDatasetError(

@@ -24,6 +24,7 @@ COMPARED_KEYS = (
     "DATASETS.TRAIN",
     "DATASETS.REMOVE_IMAGES_WITHOUT_ANNOTATIONS",
     "DATASETS.PENN_FUDAN_NUM_TEST",  # moves images between penn_fudan_train and _test
+    "DATASETS.VOC_USE_DIFFICULT",  # adds or removes the difficult VOC objects from the targets
     "DATALOADER.SIZE_DIVISIBILITY",
     "DATALOADER.ASPECT_RATIO_GROUPING",
     "SOLVER.IMS_PER_BATCH",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -57,3 +58,39 @@ def tiny_coco(tmp_path: Path) -> tuple[Path, Path]:
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(tiny_coco_dict()))  # json writes NaN as the (accepted) literal NaN
     return ann, images
+
+
+def voc_xml(width: int, height: int, objects: list[tuple]) -> str:
+    """A VOC annotation file: ``objects`` are (name, (xmin, ymin, xmax, ymax), difficult) with
+    VOC's 1-based inclusive pixel indices."""
+    parts = [f"<annotation><size><width>{width}</width><height>{height}</height><depth>3</depth></size>"]
+    for name, (xmin, ymin, xmax, ymax), difficult in objects:
+        parts.append(f"<object><name>{name}</name><difficult>{int(difficult)}</difficult><bndbox><xmin>{xmin}</xmin>"
+                     f"<ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>")
+    return "".join(parts) + "</annotation>"
+
+
+def write_voc(root: Path, annotations: dict[str, str | tuple[int, int, list[tuple]]],
+              splits: dict[str, list[str]]) -> Path:
+    """A VOC devkit folder at ``root``: Annotations/<id>.xml (an XML text, or (width, height,
+    objects) for :func:`voc_xml`), a random JPEGImages/<id>.jpg of that size (none for raw XML
+    texts without a parseable size) and ImageSets/Main/<split>.txt."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for image_id, ann in annotations.items():
+        if isinstance(ann, tuple):
+            width, height, objects = ann
+            ann = voc_xml(width, height, objects)
+            pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.jpg")
+        (root / "Annotations" / f"{image_id}.xml").write_text(ann)
+    for split, ids in splits.items():
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+@pytest.fixture
+def voc():
+    """The VOC helpers: ``voc.write(root, annotations, splits)`` and ``voc.xml(width, height, objects)``."""
+    return SimpleNamespace(write=write_voc, xml=voc_xml)

@@ -68,3 +68,31 @@ def test_catalog_knows_class_names(tmp_path):
     spec = catalog.get("mine", [("mine", str(tmp_path), str(ann))])
     assert spec.class_names() == ("a", "b")  # contiguous ids follow the json ids' order
     assert catalog.get("coco_2017_val", root=tmp_path).class_names() is None  # not downloaded: no names, no error
+
+
+# Every DATASETS name in maskrcnn-benchmark's configs/ and its paths_catalog.py (VOC 2012 test has
+# no json; voc_2007_trainval is named by configs/pascal_voc/e2e_faster_rcnn_R_50_C4_1x_1_gpu_voc.yaml,
+# the suffix-less cityscapes_fine_* by configs/cityscapes/e2e_{faster,mask}_rcnn_R_50_FPN_1x.yaml).
+MASKRCNN_BENCHMARK_NAMES = [
+    *(f"coco_{s}" for s in ("2017_train", "2017_val", "2014_train", "2014_val", "2014_minival",
+                            "2014_valminusminival")),
+    *(f"keypoints_coco_2014_{s}" for s in ("train", "val", "minival", "valminusminival")),
+    *(f"voc_{y}_{s}{c}" for y in ("2007", "2012") for s in ("train", "val") for c in ("", "_cocostyle")),
+    "voc_2007_test", "voc_2007_test_cocostyle", "voc_2012_test", "voc_2007_trainval",
+    *(f"cityscapes_fine_instanceonly_seg_{s}{c}" for s in ("train", "val", "test") for c in ("", "_cocostyle")),
+    *(f"cityscapes_{m}_instance_{s}" for m in ("poly", "mask") for s in ("train", "val", "minival")),
+]
+
+
+def test_every_maskrcnn_benchmark_dataset_name_is_known():
+    known = set(catalog.known_names())
+    assert [n for n in MASKRCNN_BENCHMARK_NAMES if n not in known] == []
+    kinds = {catalog.get(n, root="/d").factory for n in MASKRCNN_BENCHMARK_NAMES}
+    assert kinds == {"COCODataset", "PascalVOCDataset", "CityscapesDataset"}
+    # As in maskrcnn-benchmark: the cocostyle files beside the devkit folders.
+    spec = catalog.get("voc_2007_test_cocostyle", root="/d")
+    assert spec.args == {"root": Path("/d/voc/VOC2007/JPEGImages"),
+                         "ann_file": Path("/d/voc/VOC2007/Annotations/pascal_test2007.json")}
+    spec = catalog.get("cityscapes_fine_instanceonly_seg_train_cocostyle", root="/d")
+    assert spec.args == {"root": Path("/d/cityscapes/images"),
+                         "ann_file": Path("/d/cityscapes/annotations/instancesonly_filtered_gtFine_train.json")}

@@ -75,3 +75,9 @@ def test_keys_missing_from_an_old_saved_config_are_skipped():
     saved.defrost()
     del saved.MODEL["MASK_ON"]
     assert differing_keys(saved, _changed(MODEL__MASK_ON=True)) == []
+
+
+def test_voc_difficult_objects_count_but_the_voc_metric_does_not():
+    assert [k for k, _, _ in differing_keys(_cfg(), _changed(DATASETS__VOC_USE_DIFFICULT=True))] == [
+        "DATASETS.VOC_USE_DIFFICULT"]
+    check_resume_compatible(_cfg().dump(), _changed(TEST__VOC_METRIC="area"))

@@ -63,6 +63,15 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageLoadError(f"cannot read image {path}: {exc}") from exc
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header (not decoded); ImageLoadError names it."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read image {path}: {exc}") from exc
+
+
 def load_coco_json(ann_file: str | Path) -> COCO:
     """A pycocotools COCO of ``ann_file``; errors name the file (and the position of a JSON error).
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from detbench.structures import BoxList, SegmentationMask
 
 from ..catalog import PENN_FUDAN_CLASSES
-from .coco import ImageLoadError, Transforms, load_image
+from .coco import ImageLoadError, Transforms, image_size, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +81,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
         self.categories = dict(enumerate(PENN_FUDAN_CLASSES, start=1))
         self.json_category_id_to_contiguous_id = {1: 1}
         self.contiguous_category_id_to_json_id = {1: 1}
-        self._sizes = [self._read_size(p) for p, _ in self.files]
-
-    @staticmethod
-    def _read_size(path: Path) -> tuple[int, int]:
-        try:
-            with Image.open(path) as image:  # reads the header only
-                return image.size
-        except OSError as exc:
-            raise ImageLoadError(f"cannot read image {path}: {exc}") from exc
+        self._sizes = [image_size(p) for p, _ in self.files]
 
     def __len__(self) -> int:
         return len(self.files)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..voc import PascalVOCDataset
 from .coco import Predictions, do_coco_evaluation
+from .voc import do_voc_evaluation
 
 
 def evaluate(
@@ -18,10 +20,14 @@ def evaluate(
     """Evaluate ``predictions`` (a list in dataset order, or {dataset index: BoxList}) on
     ``dataset``; returns {iou_type: {metric: value}}.
 
-    Every dataset with COCO ground truth (a ``coco`` attribute and the attributes listed in
-    :mod:`.coco.coco_eval`) is evaluated with pycocotools. ``masks_pasted``: the predictions'
-    masks are already pasted into the image (ROI_MASK_HEAD.POSTPROCESS_MASKS).
+    A Pascal VOC devkit dataset gets the VOC metric (:mod:`.voc`: {"bbox": {"mAP": ...,
+    "per_category": {name: AP}}}, 11-point or area as TEST.VOC_METRIC says). Every dataset with
+    COCO ground truth (a ``coco`` attribute and the attributes listed in :mod:`.coco.coco_eval`;
+    COCO json, Penn-Fudan, raw Cityscapes) is evaluated with pycocotools. ``masks_pasted``: the
+    predictions' masks are already pasted into the image (ROI_MASK_HEAD.POSTPROCESS_MASKS).
     """
+    if isinstance(dataset, PascalVOCDataset):
+        return do_voc_evaluation(dataset, predictions, output_folder, iou_types)
     if hasattr(dataset, "coco"):
         return do_coco_evaluation(dataset, predictions, output_folder, iou_types, masks_pasted)
     raise NotImplementedError(
