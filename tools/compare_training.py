@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this clone's detbench, before any installed one
@@ -138,6 +141,15 @@ def evaluate_torchvision(cfg, weight: str | Path) -> dict[str, dict[str, float]]
     return evaluate(dataset, twin.predict(model, dataset), iou_types=("bbox", "segm"), masks_pasted=True)
 
 
+def run_evaluations(jobs: list[tuple[Callable, tuple]], processes: int) -> list:
+    """``fn(*args)`` of each job, in order; in ``processes`` fresh processes (one thread each) when > 1."""
+    if processes <= 1:
+        return [fn(*fn_args) for fn, fn_args in jobs]
+    context = multiprocessing.get_context("spawn")  # not fork: the parent's OpenMP threads are running
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return [future.result() for future in [pool.submit(fn, *fn_args) for fn, fn_args in jobs]]
+
+
 def _row(name: str, results: dict, seconds: float | None) -> list:
     return [name, *(results[t][m] for t in ("bbox", "segm") for m in METRICS), seconds]
 
@@ -165,6 +177,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sequential", action="store_true", help="train one after the other, not at the same time")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "output" / "compare_training")
     parser.add_argument("--skip-train", action="store_true", help="evaluate the files a previous run left")
+    parser.add_argument("--eval-jobs", type=int, default=1,
+                        help="run the four evaluations in this many processes of one thread (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also save the results here")
     parser.add_argument("--torchvision-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config (both sides)")
@@ -185,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({'one after the other' if args.sequential else 'at the same time'}, {args.threads} thread(s) each)")
     db_time = detbench_seconds_per_iter(Path(cfg.OUTPUT_DIR) / "log.txt")
     tv_time = json.loads((args.output_dir / TV_TIMING).read_text())["seconds_per_iter"]
-    tv = evaluate_torchvision(cfg, args.output_dir / TV_WEIGHTS)
-    db = evaluate_detbench(cfg, Path(cfg.OUTPUT_DIR) / "model_final.pth")
-    cross = {mode: evaluate_detbench(cfg, args.output_dir / TV_WEIGHTS, mode) for mode in CROSS_CHECK_MODES}
+    jobs = [(evaluate_torchvision, (cfg, args.output_dir / TV_WEIGHTS)),
+            (evaluate_detbench, (cfg, Path(cfg.OUTPUT_DIR) / "model_final.pth")),
+            *((evaluate_detbench, (cfg, args.output_dir / TV_WEIGHTS, mode)) for mode in CROSS_CHECK_MODES)]
+    tv, db, *crossed = run_evaluations(jobs, args.eval_jobs)
+    cross = dict(zip(CROSS_CHECK_MODES, crossed))
     side, check = tables(tv, db, cross, tv_time, db_time)
     print(f"\n{cfg.SOLVER.MAX_ITER} iterations of {cfg.SOLVER.IMS_PER_BATCH} images, {args.threads} thread(s) each\n")
     print(side + "\n\nCross-check: torchvision's trained weights, evaluated by each library's forward\n\n" + check)
