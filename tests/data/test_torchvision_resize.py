@@ -89,3 +89,12 @@ def test_bad_mode_and_scale_jitter_are_refused():
         build_transforms(cfg, is_train=True)
     with pytest.raises(TypeError, match="after ToTensor"):
         TorchvisionResize(320, 512)(Image.new("RGB", (10, 10)))
+
+
+def test_export_refuses_the_torchvision_resize():
+    from detbench.export import export_problems
+
+    cfg = get_cfg()
+    assert not any("RESIZE_MODE" in p for p in export_problems(cfg))
+    cfg.INPUT.RESIZE_MODE = "torchvision"
+    assert "INPUT.RESIZE_MODE is 'torchvision': the export reproduces the 'pil' resize only" in export_problems(cfg)
