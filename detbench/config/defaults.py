@@ -302,6 +302,13 @@ _C.INPUT.COLOR_JITTER.SATURATION = 0.0
 # Hue shift drawn in [-HUE, HUE] (float in [0, 0.5]).
 _C.INPUT.COLOR_JITTER.HUE = 0.0
 
+# -- INPUT: the resize of torchvision's detection models (detbench/data/transforms/torchvision_resize.py) --
+# How MIN_SIZE_* / MAX_SIZE_* resize images: "pil" (maskrcnn-benchmark's sizes, shorter side exactly
+# MIN_SIZE, PIL bilinear on the 8-bit image) or "torchvision" (GeneralizedRCNNTransform's: one scale
+# min(MIN_SIZE / short, MAX_SIZE / long), sides floored, bilinear F.interpolate of the float image),
+# which torchvision-trained weights need to give torchvision's detections. Not with SCALE_JITTER.
+_C.INPUT.RESIZE_MODE = "pil"
+
 # ---------------------------------------------------------------------------
 # DATASETS: names looked up in the dataset catalog
 # ---------------------------------------------------------------------------

@@ -76,6 +76,8 @@ def export_problems(cfg: CfgNode) -> list[str]:
     min_size = cfg.INPUT.MIN_SIZE_TEST
     if isinstance(min_size, (tuple, list)) and len(min_size) != 1:
         problems.append(f"INPUT.MIN_SIZE_TEST is {tuple(min_size)}: the export resizes to one size")
+    if cfg.INPUT.RESIZE_MODE != "pil":
+        problems.append(f"INPUT.RESIZE_MODE is {cfg.INPUT.RESIZE_MODE!r}: the export reproduces the 'pil' resize only")
     return problems
 
 

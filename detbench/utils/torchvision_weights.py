@@ -6,9 +6,14 @@ Two kinds of torchvision files are understood:
   (keys ``conv1.weight``, ``layer1.0.conv1.weight``, ..., ``fc.weight``): the body goes
   to ``backbone.body.*``, the classifier ``fc`` is dropped. ResNet-18/34 (basic blocks)
   need MODEL.RESNETS.TRANS_FUNC "BasicBlockWithFixedBatchNorm" and RES2_OUT_CHANNELS 64.
-* COCO detectors ``fasterrcnn / maskrcnn / keypointrcnn_resnet50_fpn`` (keys
-  ``backbone.body.*``, ``backbone.fpn.*``, ``rpn.head.*``, ``roi_heads.*``): every
-  tensor is renamed to its detbench module.
+* R-CNN detectors ``fasterrcnn / maskrcnn / keypointrcnn`` (keys ``backbone.body.*``,
+  ``backbone.fpn.*``, ``rpn.head.*``, ``roi_heads.*``): every tensor is renamed to its detbench
+  module. The COCO builders' ResNet-50 FPN, and the same detectors on any torchvision ResNet
+  body in a ``BackboneWithFPN`` (ResNet-18/34 basic blocks: MODEL.BACKBONE.CONV_BODY
+  "R-18-FPN" / "R-34-FPN", RES2_OUT_CHANNELS 64), with ``FrozenBatchNorm2d`` (TRANS_FUNC
+  "BasicBlockWithFixedBatchNorm", FROZEN_BN_EPSILON 1e-5) or ``GroupNorm`` (StemWithGN /
+  BasicBlockWithGN, whose GN weight and bias keep their names) in the body, and with or without
+  a norm in the FPN (``FeaturePyramidNetwork(norm_layer=GroupNorm...)``: MODEL.FPN.USE_GN).
 * ``retinanet_resnet50_fpn`` (keys ``head.classification_head.*``, ``head.regression_head.*``,
   ``backbone.fpn.extra_blocks.*``): renamed to detbench's RetinaNet (``rpn.head.*``, FPN
   levels P3..P5 as ``fpn_inner2..4``, ``top_blocks.p6/p7``). Its classifier has one logit
@@ -94,6 +99,21 @@ _DETECTION_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
 ]
 
 
+# FPN with a norm layer (FeaturePyramidNetwork(norm_layer=...)): each block is a
+# Conv2dNormActivation, conv at .0 and norm at .1, as detbench's Sequential with MODEL.FPN.USE_GN.
+# Applied only when the state dict has such norms (_fpn_has_norm): a bare block's conv is at .0 too.
+_FPN_NORM_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
+    (re.compile(r"backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.([01])\.(weight|bias)"),
+     lambda m: f"backbone.fpn.fpn_{m[1]}{int(m[2]) + 1}.{m[3]}.{m[4]}"),
+]
+_FPN_NORM_KEY = re.compile(r"backbone\.fpn\.(inner|layer)_blocks\.\d+\.1\.weight")
+
+
+def _fpn_has_norm(state_dict: dict[str, torch.Tensor]) -> bool:
+    """True for a FeaturePyramidNetwork built with a norm layer (its blocks have a ``.1`` norm)."""
+    return any(_FPN_NORM_KEY.fullmatch(k) for k in state_dict)
+
+
 # RetinaNet: FPN levels P3..P5 (torchvision's blocks 0..2 are detbench's fpn_inner2..4), the P6/P7
 # block, and the two towers. Head convs are "conv.k.0" since torchvision 0.13 (k from 0) and
 # "conv.2k" before (a Sequential of conv, ReLU): both map to the tower's Sequential index 2k.
@@ -119,7 +139,7 @@ def detect_kind(state_dict: dict[str, torch.Tensor]) -> str | None:
     """Which torchvision model ``state_dict`` comes from, or None if it is not torchvision's.
 
     Returns "resnet" (ImageNet ResNet / ResNeXt classifier), "fasterrcnn", "maskrcnn",
-    "keypointrcnn" or "retinanet" (``*_resnet50_fpn`` detectors). detbench's own keys
+    "keypointrcnn" (on any ResNet FPN body) or "retinanet" (``retinanet_resnet50_fpn``). detbench's own keys
     (``backbone.body.stem.*``) give None.
     """
     keys = state_dict.keys()
@@ -138,13 +158,15 @@ def detect_kind(state_dict: dict[str, torch.Tensor]) -> str | None:
     return "fasterrcnn"
 
 
-def resnet_depth(state_dict: dict[str, torch.Tensor]) -> int:
-    """18, 34, 50, 101 or 152 for an ImageNet ResNet state dict: the convs of all blocks, + conv1 and fc.
+def resnet_depth(state_dict: dict[str, torch.Tensor], prefix: str = "") -> int:
+    """18, 34, 50, 101 or 152 for a ResNet whose keys start with ``prefix`` ("" for an ImageNet
+    classifier, "backbone.body." for a detector): the convs of all blocks, + conv1 and fc.
 
     A bottleneck block has 3 convs (``conv3`` exists), a basic block 2.
     """
-    blocks = {tuple(k.split(".")[:2]) for k in state_dict if k.startswith("layer")}  # ("layer3", "17")
-    convs_per_block = 3 if "layer1.0.conv3.weight" in state_dict else 2
+    n = prefix.count(".")
+    blocks = {tuple(k.split(".")[n:n + 2]) for k in state_dict if k.startswith(prefix + "layer")}  # ("layer3", "17")
+    convs_per_block = 3 if f"{prefix}layer1.0.conv3.weight" in state_dict else 2
     return convs_per_block * len(blocks) + 2
 
 
@@ -157,9 +179,11 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     """
     kind = detect_kind(state_dict)
     if kind is None:
-        raise TorchvisionWeightsError("not a torchvision ResNet or *_resnet50_fpn detector state dict")
+        raise TorchvisionWeightsError("not a torchvision ResNet or ResNet-FPN detector state dict")
     out, unknown = {}, []
     rules = _RETINANET_RULES + _DETECTION_RULES if kind == "retinanet" else _DETECTION_RULES
+    if _fpn_has_norm(state_dict):
+        rules = _FPN_NORM_RULES + rules
     for key, value in state_dict.items():
         if key.endswith("num_batches_tracked") or (kind == "resnet" and key.startswith("fc.")):
             continue
@@ -192,7 +216,7 @@ def _drop_background_logits(state_dict: dict[str, torch.Tensor]) -> None:
 
 
 def describe(state_dict: dict[str, torch.Tensor]) -> str:
-    """A short human name for a torchvision state dict ("resnet101 (ImageNet)", "maskrcnn_resnet50_fpn")."""
+    """A short human name for a torchvision state dict ("resnet101 (ImageNet)", "maskrcnn_resnet18_fpn")."""
     kind = detect_kind(state_dict)
     if kind == "resnet":
         # The first grouped 3x3 conv is [width, width / groups, 3, 3]; ResNeXt names say groups x (width / groups).
@@ -201,7 +225,9 @@ def describe(state_dict: dict[str, torch.Tensor]) -> str:
         depth = resnet_depth(state_dict)
         name = f"resnext{depth}_{groups}x{in_per_group}d" if groups > 1 else f"resnet{depth}"
         return f"{name} (ImageNet)"
-    return f"{kind}_resnet50_fpn" if kind else "not torchvision"
+    if kind is None:
+        return "not torchvision"
+    return f"{kind}_resnet{resnet_depth(state_dict, 'backbone.body.')}_fpn"
 
 
 # ----------------------------------------------------------------------------- names and download
