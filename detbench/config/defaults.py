@@ -509,6 +509,18 @@ _C.MODEL.RETINANET.ROUND_ANCHOR_SIZES = False
 # e.g. 800 // 13 = 61 on P6), instead of ANCHOR_STRIDES (bool).
 _C.MODEL.RETINANET.STRIDES_FROM_IMAGE = False
 
+# ===========================================================================
+# Issue 14: deformable convolutions in the ResNet body (keys and defaults of maskrcnn-benchmark)
+# ===========================================================================
+# One bool per body stage res2..res5 (layer1..layer4): True makes the 3x3 conv of every block of that
+# stage a deformable conv with its own zero-initialised offset conv (configs/dcn use (False, True, True, True)).
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+# Deformable conv v2: offsets plus a sigmoid modulation mask per sample (True) or v1, offsets only (False).
+_C.MODEL.RESNETS.WITH_MODULATED_DCN = False
+# Deformable groups: the 3x3's input channels split into this many groups with their own offsets
+# (int >= 1 dividing the bottleneck width of every deformable stage).
+_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
+
 
 def get_cfg() -> CfgNode:
     """A fresh, mutable copy of the default config (its merge methods understand ``_BASE_``)."""
