@@ -4,7 +4,7 @@ The files under maskrcnn_benchmark_configs/ are maskrcnn-benchmark's own (see th
 there), kept unmodified: they are user input detbench must accept as it is. Each non-FBNet
 file is loaded with only these overrides: MODEL.DEVICE cpu, MODEL.WEIGHT "" (their
 "catalog://" weights cannot be fetched here, so the models are randomly initialised) and
-INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST 64 / 96, so that one small image goes through the test
+INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST 32 / 48, so that one small image goes through the test
 transforms and the model in eval mode. Files whose MODEL section is the same share one built
 model (the test order groups them), which keeps the file fast. FBNet is the one feature of
 maskrcnn-benchmark's zoo detbench does not have: its files must fail with a message naming it.
@@ -29,8 +29,9 @@ from detbench.structures.bounding_box import BoxList
 ROOT = Path(__file__).resolve().parent / "maskrcnn_benchmark_configs"
 FILES = sorted(ROOT.rglob("*.yaml"))
 FBNET = [p for p in FILES if "fbnet" in p.name]
-OVERRIDES = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", "", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96"]
-pytestmark = pytest.mark.usefixtures("native_cpu_convolutions")  # see tests/conftest.py
+OVERRIDES = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", "", "INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "48"]
+# oneDNN stays on here (unlike tests/modeling): its start-up cost per model is smaller than
+# what it saves on the RoI heads (R-50-C4 inference: 2.9 s against 7.8 s CPU, measured busy).
 
 
 def _name(path: Path) -> str:
@@ -76,7 +77,7 @@ def test_loads_builds_and_runs_inference(path):
     model = _model_for(cfg)
     image = Image.new("RGB", (120, 80), color=(90, 120, 150))
     tensor, _ = build_transforms(cfg, is_train=False)(image, None)
-    assert max(tensor.shape[-2:]) <= 96 and min(tensor.shape[-2:]) <= 64  # the test resize ran
+    assert max(tensor.shape[-2:]) <= 48 and min(tensor.shape[-2:]) <= 32  # the test resize ran
     with torch.no_grad():
         (result,) = model([tensor])
     assert isinstance(result, BoxList) and result.bbox.shape[1] == 4
