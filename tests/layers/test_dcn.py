@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 from detbench.layers.dcn import DeformConv, DFConv2d
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # (stride, dilation, groups, deformable_groups)
 GEOMETRIES = [(1, 1, 1, 1), (2, 1, 2, 1), (1, 2, 1, 2), (2, 2, 2, 2)]
 
@@ -93,9 +94,10 @@ def test_offset_conv_shape_and_zero_start(modulated, per_tap, dg):
     assert layer.conv.bias is None
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride, dilation, groups, dg", GEOMETRIES)
 @pytest.mark.parametrize("modulated", [False, True])
-def test_matches_bilinear_reference_with_nonzero_offsets(stride, dilation, groups, dg, modulated):
+def test_matches_bilinear_reference_with_nonzero_offsets(stride, dilation, groups, dg, modulated, device):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 4, 5, 4, dtype=torch.float64, generator=g)
     layer = DeformConv(4, 6, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups,
@@ -105,7 +107,8 @@ def test_matches_bilinear_reference_with_nonzero_offsets(stride, dilation, group
     offset = (torch.rand(1, 2 * dg * 9, h_out, w_out, dtype=torch.float64, generator=g) - 0.5) * 5
     mask = torch.rand(1, dg * 9, h_out, w_out, dtype=torch.float64, generator=g) if modulated else None
     expected = deform_conv_reference(x, offset, layer.weight.detach(), stride, dilation, dilation, groups, mask)
-    assert_close(layer(x, offset, mask), expected)
+    on_device = layer.to(device)(x.to(device), offset.to(device), None if mask is None else mask.to(device))
+    assert_close(on_device.cpu(), expected)
 
 
 def test_dfconv2d_splits_offsets_and_mask_as_documented():
