@@ -525,6 +525,17 @@ _C.DATASETS.VOC_USE_DIFFICULT = False
 # VOC metric of the voc_* test sets: "auto" (the 11-point metric for VOC2007, the area under the
 # precision-recall curve for later years), "11point" or "area". Mean AP at IoU 0.5 either way.
 _C.TEST.VOC_METRIC = "auto"
+# ===========================================================================
+# Issue 14: deformable convolutions in the ResNet body (keys and defaults of maskrcnn-benchmark)
+# ===========================================================================
+# One bool per body stage res2..res5 (layer1..layer4): True makes the 3x3 conv of every block of that
+# stage a deformable conv with its own zero-initialised offset conv (configs/dcn use (False, True, True, True)).
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+# Deformable conv v2: offsets plus a sigmoid modulation mask per sample (True) or v1, offsets only (False).
+_C.MODEL.RESNETS.WITH_MODULATED_DCN = False
+# Deformable groups: the 3x3's input channels split into this many groups with their own offsets
+# (int >= 1 dividing the bottleneck width of every deformable stage).
+_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
 
 
 def get_cfg() -> CfgNode:

@@ -288,9 +288,10 @@ def validate_config(cfg: CfgNode) -> None:
     """Raise :class:`ConfigError` listing every impossible value of ``cfg`` (key, value, what is allowed)."""
     problems = (_check_ranges(cfg) + _check_solver(cfg) + _check_input(cfg) + _check_expected_results(cfg)
                 + _check_model(cfg) + _check_names(cfg) + _check_datasets(cfg))
-    from .validate_retinanet import check_pooler_and_retinanet_keys  # here: that module imports this one's helpers
+    from .validate_dcn import check_dcn_keys  # here, as below: these modules import this one's helpers
+    from .validate_retinanet import check_pooler_and_retinanet_keys
 
-    problems += check_pooler_and_retinanet_keys(cfg)
+    problems += check_pooler_and_retinanet_keys(cfg) + check_dcn_keys(cfg)
     if problems:
         header = "invalid config value" if len(problems) == 1 else f"{len(problems)} invalid config values"
         raise ConfigError(f"{header}:\n  " + "\n  ".join(problems))

@@ -177,8 +177,8 @@ def test_retinanet_without_rpn_only_is_refused_at_load_time():
                            "MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"])
 
 
-def test_dcn_keys_name_the_missing_feature(tmp_path):
-    path = tmp_path / "dcn.yaml"
-    path.write_text("MODEL:\n  RESNETS:\n    STAGE_WITH_DCN: (False, True, True, True)\n")
-    with pytest.raises(ConfigError, match="deformable convolutions"):
+def test_fbnet_keys_name_the_missing_feature(tmp_path):
+    path = tmp_path / "fbnet.yaml"
+    path.write_text("MODEL:\n  FBNET:\n    ARCH: \"default\"\n")
+    with pytest.raises(ConfigError, match=r"fbnet\.yaml: MODEL\.FBNET belongs to FBNet backbones"):
         load_config(path)

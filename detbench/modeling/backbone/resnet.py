@@ -9,6 +9,12 @@ the resolution, except a dilated res5.
 
 ResNet-18/34 use basic blocks (two 3x3 convs named ``conv1/bn1/conv2/bn2``, as torchvision's
 ``BasicBlock``), chosen by MODEL.RESNETS.TRANS_FUNC; their stages output 64, 128, 256, 512 channels.
+
+Deformable convolutions (MODEL.RESNETS.STAGE_WITH_DCN, as maskrcnn-benchmark): in the chosen
+stages of the body, each block's ``conv2`` (the bottleneck's 3x3; a basic block's second 3x3)
+is a :class:`~detbench.layers.dcn.DFConv2d` with the same channels, groups, stride and
+dilation; its parameters are ``conv2.conv.weight`` and ``conv2.offset.{weight,bias}``. The
+res5 head of the C4 models stays plain, as in maskrcnn-benchmark.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detbench.layers import FrozenBatchNorm2d
+from detbench.layers.dcn import DFConv2d
 from detbench.layers.norm import conv2d_frozen_bn
 from detbench.modeling.utils import group_norm_factory
 from detbench.utils.registry import Registry
@@ -28,13 +35,44 @@ from detbench.utils.registry import Registry
 # A normalisation layer for a given number of channels.
 NormFactory = Callable[[int], nn.Module]
 # A block: (in_channels, bottleneck_channels, out_channels, *, num_groups, stride_in_1x1,
-# stride, dilation) -> nn.Module mapping [N, in, H, W] -> [N, out, H/stride, W/stride].
+# stride, dilation[, deformable]) -> nn.Module mapping [N, in, H, W] -> [N, out, H/stride, W/stride];
+# ``deformable`` (a DeformableSpec) is passed only to blocks of stages with deformable convolutions.
 BlockFactory = Callable[..., nn.Module]
 
 # STEMS: name -> builder(cfg) -> stem module with ``out_channels``; [N, 3, H, W] -> [N, C, ~H/4, ~W/4].
 STEMS = Registry("STEMS")
 # BOTTLENECKS: name -> builder(cfg) -> BlockFactory (see above).
 BOTTLENECKS = Registry("BOTTLENECKS")
+
+
+class DeformableSpec(NamedTuple):
+    """How a block's 3x3 conv is made deformable: v2 (``modulated``) or v1, and its deformable groups."""
+
+    modulated: bool = False
+    deformable_groups: int = 1
+
+
+def conv3x3(
+    in_channels: int,
+    out_channels: int,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    deformable: DeformableSpec | None = None,
+) -> nn.Module:
+    """A bias-free 3x3 conv keeping the size at H / stride (padding = dilation): nn.Conv2d (the
+    block initialises it, see :func:`_kaiming_init`), or a DFConv2d with zero offsets when
+    ``deformable`` is given."""
+    if deformable is not None:
+        return DFConv2d(
+            in_channels, out_channels, modulated=deformable.modulated, kernel_size=3, stride=stride,
+            dilation=dilation, groups=groups, deformable_groups=deformable.deformable_groups, bias=False,
+        )
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation,
+        groups=groups, bias=False,
+    )
 
 
 class StageSpec(NamedTuple):
@@ -57,9 +95,9 @@ _BLOCKS_PER_STAGE = {
 }
 
 
-def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
-    """``norm(conv(x))``; a FrozenBatchNorm2d is folded into the convolution (one pass, same result)."""
-    if isinstance(norm, FrozenBatchNorm2d):
+def conv_norm(x: torch.Tensor, conv: nn.Module, norm: nn.Module) -> torch.Tensor:
+    """``norm(conv(x))``; a FrozenBatchNorm2d after an nn.Conv2d is folded into it (one pass, same result)."""
+    if isinstance(norm, FrozenBatchNorm2d) and isinstance(conv, nn.Conv2d):
         return conv2d_frozen_bn(x, conv, norm)
     return norm(conv(x))
 
@@ -104,7 +142,8 @@ class Bottleneck(nn.Module):
 
     ``stride_in_1x1`` puts the stride on the first 1x1 conv (MSRA/Caffe2 weights) instead of
     the 3x3 (torchvision). A projection shortcut (``downsample``) is added when the channel
-    count changes, which is the case for the first block of every stage.
+    count changes, which is the case for the first block of every stage. With ``deformable``
+    the 3x3 is a deformable conv (see :func:`conv3x3`).
     """
 
     def __init__(
@@ -118,23 +157,21 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         dilation: int = 1,
         norm: NormFactory = FrozenBatchNorm2d,
+        deformable: DeformableSpec | None = None,
     ) -> None:
         super().__init__()
         self.downsample = _shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False)
         self.bn1 = norm(bottleneck_channels)
-        # padding = dilation keeps a 3x3 conv's output size at input size / stride.
-        self.conv2 = nn.Conv2d(
-            bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3,
-            padding=dilation, dilation=dilation, groups=num_groups, bias=False,
+        self.conv2 = conv3x3(
+            bottleneck_channels, bottleneck_channels, stride=stride_3x3, dilation=dilation, groups=num_groups,
+            deformable=deformable,
         )
         self.bn2 = norm(bottleneck_channels)
         self.conv3 = nn.Conv2d(bottleneck_channels, out_channels, kernel_size=1, bias=False)
         self.bn3 = norm(out_channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
+        _kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu_(conv_norm(x, self.conv1, self.bn1))
@@ -142,6 +179,15 @@ class Bottleneck(nn.Module):
         out = conv_norm(out, self.conv3, self.bn3)
         # In place: neither a convolution (frozen BN folded in) nor GroupNorm needs its output for backward.
         return F.relu_(out.add_(_shortcut_forward(self.downsample, x)))
+
+
+def _kaiming_init(block: nn.Module) -> None:
+    """Kaiming-uniform (a=1) weights for a block's plain convolutions, in module order; a
+    DFConv2d keeps its own initialisation (its offset conv must stay zero)."""
+    deformable = {id(m) for d in block.modules() if isinstance(d, DFConv2d) for m in d.modules()}
+    for m in block.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in deformable:
+            nn.init.kaiming_uniform_(m.weight, a=1)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int, norm: NormFactory) -> nn.Module | None:
@@ -166,6 +212,8 @@ class BasicBlock(nn.Module):
     must equal ``out_channels`` and ``num_groups`` must be 1; both are accepted only so
     that the block has the same signature as :class:`Bottleneck`. ``dilation`` dilates
     both 3x3 convs. A projection shortcut is added when the channels or the size change.
+    With ``deformable`` the second 3x3 (``conv2``, the one without the stride, as the
+    bottleneck's ``conv2`` keeps the stride on the 1x1 in MSRA weights) is a deformable conv.
     """
 
     def __init__(
@@ -179,6 +227,7 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         dilation: int = 1,
         norm: NormFactory = FrozenBatchNorm2d,
+        deformable: DeformableSpec | None = None,
     ) -> None:
         super().__init__()
         if num_groups != 1 or bottleneck_channels != out_channels:
@@ -187,18 +236,11 @@ class BasicBlock(nn.Module):
                 f"bottleneck_channels={bottleneck_channels}, out_channels={out_channels}"
             )
         self.downsample = _shortcut(in_channels, out_channels, stride, norm)
-        # padding = dilation keeps a 3x3 conv's output size at input size / stride.
-        self.conv1 = nn.Conv2d(
-            in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
-        )
+        self.conv1 = conv3x3(in_channels, out_channels, stride=stride, dilation=dilation)
         self.bn1 = norm(out_channels)
-        self.conv2 = nn.Conv2d(
-            out_channels, out_channels, kernel_size=3, padding=dilation, dilation=dilation, bias=False
-        )
+        self.conv2 = conv3x3(out_channels, out_channels, dilation=dilation, deformable=deformable)
         self.bn2 = norm(out_channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
+        _kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu_(conv_norm(x, self.conv1, self.bn1))
@@ -281,14 +323,20 @@ def make_stage(
     stride_in_1x1: bool,
     first_stride: int,
     dilation: int = 1,
+    deformable: DeformableSpec | None = None,
 ) -> nn.Sequential:
-    """``block_count`` blocks; only the first changes channels and applies ``first_stride``."""
+    """``block_count`` blocks; only the first changes channels and applies ``first_stride``.
+
+    ``deformable`` makes every block's 3x3 conv deformable; it is passed to the block factory
+    only when given, so factories that know nothing of deformable convolutions keep working.
+    """
+    extra = {} if deformable is None else {"deformable": deformable}
     blocks = []
     for i in range(block_count):
         blocks.append(
             block(
                 in_channels, bottleneck_channels, out_channels, num_groups=num_groups,
-                stride_in_1x1=stride_in_1x1, stride=first_stride if i == 0 else 1, dilation=dilation,
+                stride_in_1x1=stride_in_1x1, stride=first_stride if i == 0 else 1, dilation=dilation, **extra,
             )
         )
         in_channels = out_channels
@@ -308,6 +356,8 @@ class ResNet(nn.Module):
     1 the stem, 2 the stem and layer1, ... 5 everything. ``res5_dilation`` > 1 dilates every 3x3
     conv of layer4 and drops its stride (maskrcnn-benchmark and detectron2; torchvision's
     ``replace_stride_with_dilation`` keeps dilation 1 in the stage's first block instead).
+    ``stage_with_dcn`` (one bool per layer1..layer4) makes the 3x3 convs of those stages
+    deformable as ``deformable`` says (see :class:`DeformableSpec`).
     """
 
     def __init__(
@@ -322,6 +372,8 @@ class ResNet(nn.Module):
         res2_out_channels: int = 256,
         res5_dilation: int = 1,
         freeze_at: int = 0,
+        stage_with_dcn: tuple[bool, bool, bool, bool] = (False, False, False, False),
+        deformable: DeformableSpec = DeformableSpec(),
     ) -> None:
         super().__init__()
         consecutive = [s.index for s in stages] == list(range(1, len(stages) + 1))
@@ -329,6 +381,8 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet stages must be layer1, layer2, ... with at least one output, got {stages}")
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"freeze_at (MODEL.BACKBONE.FREEZE_CONV_BODY_AT) must be in [0, 5], got {freeze_at}")
+        if len(stage_with_dcn) != 4:
+            raise ValueError(f"stage_with_dcn (MODEL.RESNETS.STAGE_WITH_DCN) needs 4 entries, got {stage_with_dcn}")
         self.stem = stem
         in_channels, stride = stem.out_channels, 4  # the stem's conv and pool each halve H and W
         self._returned: list[str] = []
@@ -341,6 +395,7 @@ class ResNet(nn.Module):
             self.add_module(name, make_stage(
                 block, in_channels, bottleneck, out, spec.block_count, num_groups=num_groups,
                 stride_in_1x1=stride_in_1x1, first_stride=first_stride, dilation=dilation,
+                deformable=deformable if stage_with_dcn[spec.index - 1] else None,
             ))
             in_channels, stride = out, stride * first_stride
             if spec.return_features:
@@ -392,7 +447,8 @@ def build_resnet(cfg, conv_body: str | None = None) -> ResNet:
     return ResNet(
         stem, block, STAGE_SPECS[conv_body], num_groups=r.NUM_GROUPS, width_per_group=r.WIDTH_PER_GROUP,
         stride_in_1x1=r.STRIDE_IN_1X1, res2_out_channels=r.RES2_OUT_CHANNELS, res5_dilation=r.RES5_DILATION,
-        freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, stage_with_dcn=tuple(r.STAGE_WITH_DCN),
+        deformable=DeformableSpec(r.WITH_MODULATED_DCN, r.DEFORMABLE_GROUPS),
     )
 
 
