@@ -7,6 +7,8 @@ Sections (``--sections``, comma-separated):
   train      one training iteration of the same model on 2 images (forward, backward, SGD step);
   retinanet  the inference and train cases for RetinaNet R-50-FPN against torchvision's
              retinanet_resnet50_fpn, same weights (tools/benchmark_retinanet.py);
+  mobilenet  Faster R-CNN MobileNetV3-Large-FPN inference against torchvision's
+             fasterrcnn_mobilenet_v3_large_fpn, same weights (tools/benchmark_mobilenet.py);
   eval       end-to-end evaluation on the val split of --data (COCO-mini): data loading, the
              model, COCO bbox + segm evaluation; images per second.
   deploy     (CPU) one real photo at 800x1333 through detbench eager, detbench with a compiled
@@ -59,18 +61,20 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_deploy  # noqa: E402
+import benchmark_mobilenet  # noqa: E402
 import benchmark_model  # noqa: E402
 import benchmark_ops  # noqa: E402
 import benchmark_retinanet  # noqa: E402
 
-SECTIONS = ("ops", "inference", "train", "retinanet", "eval", "deploy")
-DEFAULT_SECTIONS = ("ops", "inference", "train", "retinanet", "eval")
+SECTIONS = ("ops", "inference", "train", "retinanet", "mobilenet", "eval", "deploy")
+DEFAULT_SECTIONS = ("ops", "inference", "train", "retinanet", "mobilenet", "eval")
 # Child cases of the model sections: name -> factory(library, device, amp, height, width).
 MODEL_CASES = {
     "inference": benchmark_model.inference_case,
     "train": benchmark_model.train_case,
     "retinanet_inference": benchmark_retinanet.inference_case,
     "retinanet_train": benchmark_retinanet.train_case,
+    "mobilenet_inference": benchmark_mobilenet.inference_case,
 }
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"
 _PREFIX = "@@benchmark "  # marks a child's result lines on its stdout
@@ -296,6 +300,12 @@ def main(args: argparse.Namespace) -> None:
                     for case, n in (("inference", 1), ("train", 2))]
             print(f"\n## RetinaNet R-50-FPN, {where}: median seconds of {args.repeats} calls after the first; "
                   "peak MiB of one call")
+            print(tabulate(rows, headers=MODEL_HEADERS, tablefmt="github", disable_numparse=True))
+        if "mobilenet" in sections:
+            rows = [model_row("mobilenet_inference", f"inference, 1 image {args.height}x{args.width}",
+                              run_pair("mobilenet_inference", args, device, amp))]
+            print(f"\n## Faster R-CNN MobileNetV3-Large-FPN, {where}: median seconds of {args.repeats} calls "
+                  "after the first; peak MiB of one call")
             print(tabulate(rows, headers=MODEL_HEADERS, tablefmt="github", disable_numparse=True))
         if "eval" in sections:
             eval_section(args, device, amp, where)

@@ -50,9 +50,10 @@ def torchvision_model(size: tuple[int, int]) -> RetinaNet:
     return model
 
 
-def detbench_model(same_as: RetinaNet) -> torch.nn.Module:
-    """detbench's RetinaNet with torchvision's config and the weights of ``same_as`` (strict load)."""
-    model = build_detection_model(load_config(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", ""]))
+def detbench_model(same_as: torch.nn.Module, config: Path = CONFIG, opts: tuple[str, ...] = ()) -> torch.nn.Module:
+    """detbench's model of ``config`` (default: torchvision's RetinaNet) with the weights of
+    ``same_as`` (strict load)."""
+    model = build_detection_model(load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", "", *opts]))
     converted, unknown = torchvision_weights.convert(same_as.state_dict())
     if unknown:
         raise RuntimeError(f"torchvision keys without a detbench name: {unknown}")

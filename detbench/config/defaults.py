@@ -538,6 +538,30 @@ _C.MODEL.RESNETS.WITH_MODULATED_DCN = False
 _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
 
 
+# ===========================================================================
+# Issue 14: MobileNet backbones (torchvision's MobileNetV2 / V3-Large) and the RPN options of
+# torchvision's MobileNet detectors
+# ===========================================================================
+# MobileNet bodies (CONV_BODY "MobileNetV2", "MobileNetV3-Large", "...-FPN") count 6 stages: the
+# stem, then one per resolution-halving block, the last ending at features[-1];
+# MODEL.BACKBONE.FREEZE_CONV_BODY_AT freezes the parameters of the first N (6 - torchvision's
+# trainable_backbone_layers; 3 in its COCO detectors, 0 in the fine-tuning tutorial).
+_C.MODEL.MOBILENET = CN()
+# Batch norm of the MobileNet bodies: "FrozenBatchNorm2d" (fixed statistics and affine terms, eps
+# 1e-5, as torchvision's detectors) or "BatchNorm2d" (trained, torchvision's classifier settings:
+# eps 1e-5 for V2, eps 1e-3 and momentum 0.01 for V3; the fine-tuning tutorial).
+_C.MODEL.MOBILENET.NORM = "FrozenBatchNorm2d"
+# Stages (0 .. 5, increasing) whose outputs the body returns; empty: torchvision's default, the
+# last two (4, 5) with an FPN, the last (5,) without one (which needs exactly one).
+_C.MODEL.MOBILENET.RETURNED_STAGES = ()
+# Give every feature level all ANCHOR_SIZES (torchvision's MobileNet detectors: ((32, .., 512),) * 3)
+# instead of one size per level with RPN.USE_FPN; ANCHOR_STRIDE then has one entry per level (bool).
+_C.MODEL.RPN.ANCHOR_SIZES_ON_EVERY_LEVEL = False
+# Proposals whose objectness probability (sigmoid) is below this are dropped before the NMS, in
+# training and test, as torchvision's rpn_score_thresh (0.05 in its MobileNet detectors), in [0, 1).
+_C.MODEL.RPN.SCORE_THRESH = 0.0
+
+
 def get_cfg() -> CfgNode:
     """A fresh, mutable copy of the default config (its merge methods understand ``_BASE_``)."""
     return _C.clone()

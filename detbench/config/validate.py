@@ -73,6 +73,7 @@ RANGES: list[tuple[str, Callable[[float], bool], str]] = [
     ("MODEL.ROI_HEADS.DETECTIONS_PER_IMG", lambda v: v > 0, "an integer > 0"),
     ("MODEL.RPN.NMS_THRESH", lambda v: 0 < v <= 1, "an IoU in (0, 1]"),
     ("MODEL.RPN.MIN_SIZE", lambda v: v >= 0, "a number >= 0"),
+    ("MODEL.RPN.SCORE_THRESH", lambda v: 0 <= v < 1, "a probability in [0, 1)"),
 ]
 for _head in ("MODEL.RPN", "MODEL.ROI_HEADS"):
     RANGES += [
@@ -257,6 +258,8 @@ def _check_levels(cfg: CfgNode) -> list[str]:
     strides, sizes = tuple(rpn.ANCHOR_STRIDE), tuple(rpn.ANCHOR_SIZES)
     # With FPN one anchor size per level; without, one feature map carries every size.
     want = len(sizes) if rpn.USE_FPN else 1
+    if rpn.ANCHOR_SIZES_ON_EVERY_LEVEL:  # any number of levels, each with every size
+        want = max(len(strides), 1)
     if len(strides) != want or not all(_is_number(s) and s > 0 for s in strides):
         where = (f"one per ANCHOR_SIZES entry ({want}) with RPN.USE_FPN" if rpn.USE_FPN
                  else "one stride without RPN.USE_FPN")

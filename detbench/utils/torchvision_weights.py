@@ -14,6 +14,14 @@ Two kinds of torchvision files are understood:
   "BasicBlockWithFixedBatchNorm", FROZEN_BN_EPSILON 1e-5) or ``GroupNorm`` (StemWithGN /
   BasicBlockWithGN, whose GN weight and bias keep their names) in the body, and with or without
   a norm in the FPN (``FeaturePyramidNetwork(norm_layer=GroupNorm...)``: MODEL.FPN.USE_GN).
+* ImageNet ``mobilenet_v2`` / ``mobilenet_v3_large`` (keys ``features.*``, ``classifier.*``):
+  ``features.*`` goes to ``backbone.body.features.*`` (the MobileNet bodies), the classifier is
+  dropped.
+* ``fasterrcnn_mobilenet_v3_large_fpn`` / ``..._320_fpn`` (keys ``backbone.body.0.0.weight`` ..,
+  ``backbone.fpn.*``, ``rpn.*``, ``roi_heads.*``) and the fine-tuning tutorial's Faster R-CNN on
+  ``mobilenet_v2(...).features`` (keys ``backbone.0.0.weight`` ..): the body indices go to
+  ``backbone.body.features.*``, the rest as for the ResNet detectors. MobileNet files keep their
+  batch-norm counters (``num_batches_tracked``): the tutorial's body has trained batch norm.
 * ``retinanet_resnet50_fpn`` (keys ``head.classification_head.*``, ``head.regression_head.*``,
   ``backbone.fpn.extra_blocks.*``): renamed to detbench's RetinaNet (``rpn.head.*``, FPN
   levels P3..P5 as ``fpn_inner2..4``, ``top_blocks.p6/p7``). Its classifier has one logit
@@ -22,7 +30,7 @@ Two kinds of torchvision files are understood:
   accepted (before 0.13 ``rpn.head.conv.weight``, ``fpn.inner_blocks.0.weight``,
   ``mask_head.mask_fcn1.weight``; since then ``conv.0.0``, ``inner_blocks.0.0``, ``mask_head.0.0``).
 
-``num_batches_tracked`` counters are dropped: detbench's frozen batch norm has none.
+``num_batches_tracked`` counters of the other kinds are dropped: detbench's frozen batch norm has none.
 ``torchvision://NAME`` names are resolved through torchvision's weight enums (no URL
 is written here) and downloaded once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
 """
@@ -51,6 +59,11 @@ _NAMES: dict[str, Callable[[], models.WeightsEnum]] = {
     "maskrcnn_resnet50_fpn_coco": lambda: detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
     "keypointrcnn_resnet50_fpn_coco": lambda: detection.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
     "retinanet_resnet50_fpn_coco": lambda: detection.RetinaNet_ResNet50_FPN_Weights.COCO_V1,
+    "mobilenet_v2": lambda: models.MobileNet_V2_Weights.IMAGENET1K_V1,
+    "mobilenet_v3_large": lambda: models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+    "fasterrcnn_mobilenet_v3_large_fpn_coco": lambda: detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
+    "fasterrcnn_mobilenet_v3_large_320_fpn_coco":
+        lambda: detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
 }
 
 class TorchvisionWeightsError(RuntimeError):
@@ -134,17 +147,43 @@ _RETINANET_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
 ]
 RETINANET_LOGITS = ("rpn.head.cls_logits.weight", "rpn.head.cls_logits.bias")
 
+# MobileNets: torchvision's ``features`` index k (``backbone.body.k`` in its FPN detectors,
+# ``backbone.k`` in the tutorial's, ``features.k`` in the classifiers) is detbench's
+# ``backbone.body.features.k``; the FPN, RPN and box head follow _DETECTION_RULES.
+_MOBILENET_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
+    (re.compile(r"backbone\.(?:body\.)?(\d+\..+)"), lambda m: f"backbone.body.features.{m[1]}"),
+]
+MOBILENET_IMAGENET = ("mobilenet_v2", "mobilenet_v3_large")
+# Kinds whose batch-norm counters are kept: a MobileNet body may have trained batch norm.
+MOBILENET_KINDS = (*MOBILENET_IMAGENET, "fasterrcnn_mobilenet")
+# Modules in ``features``: how the two ImageNet MobileNets are told apart.
+_MOBILENET_DEPTHS = {19: "mobilenet_v2", 17: "mobilenet_v3_large"}
+
+
+def _mobilenet_name(state_dict: dict[str, torch.Tensor], prefix: str) -> str:
+    """torchvision's name of the MobileNet whose ``features`` keys start with ``prefix``."""
+    indices = {int(k[len(prefix):].split(".")[0]) for k in state_dict
+               if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit()}
+    return _MOBILENET_DEPTHS.get(len(indices), f"mobilenet with {len(indices)} feature modules")
+
 
 def detect_kind(state_dict: dict[str, torch.Tensor]) -> str | None:
     """Which torchvision model ``state_dict`` comes from, or None if it is not torchvision's.
 
-    Returns "resnet" (ImageNet ResNet / ResNeXt classifier), "fasterrcnn", "maskrcnn",
-    "keypointrcnn" (on any ResNet FPN body) or "retinanet" (``retinanet_resnet50_fpn``). detbench's own keys
-    (``backbone.body.stem.*``) give None.
+    Returns "resnet" (ImageNet ResNet / ResNeXt classifier), "mobilenet_v2" or
+    "mobilenet_v3_large" (ImageNet classifiers), "fasterrcnn", "maskrcnn", "keypointrcnn" (on any
+    ResNet FPN body), "retinanet" (``retinanet_resnet50_fpn``), "fasterrcnn_mobilenet" (the
+    MobileNet detectors, FPN or the tutorial's). detbench's own keys (``backbone.body.stem.*``) give None.
     """
     keys = state_dict.keys()
     if {"conv1.weight", "layer1.0.conv1.weight", "fc.weight"} <= keys:
         return "resnet"
+    if "features.0.0.weight" in keys and any(k.startswith("classifier.") for k in keys):
+        name = _mobilenet_name(state_dict, "features.")
+        return name if name in MOBILENET_IMAGENET else None
+    heads = {"rpn.head.cls_logits.weight", "roi_heads.box_predictor.cls_score.weight"}
+    if heads <= keys and ({"backbone.body.0.0.weight", "backbone.0.0.weight"} & keys):
+        return "fasterrcnn_mobilenet"
     if {"backbone.body.conv1.weight", "head.classification_head.cls_logits.weight",
             "head.regression_head.bbox_reg.weight"} <= keys:
         return "retinanet"
@@ -179,16 +218,23 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     """
     kind = detect_kind(state_dict)
     if kind is None:
-        raise TorchvisionWeightsError("not a torchvision ResNet or ResNet-FPN detector state dict")
+        raise TorchvisionWeightsError("not a torchvision ResNet, MobileNet, ResNet-FPN or "
+                                      "fasterrcnn_mobilenet_* detector state dict")
     out, unknown = {}, []
-    rules = _RETINANET_RULES + _DETECTION_RULES if kind == "retinanet" else _DETECTION_RULES
-    if _fpn_has_norm(state_dict):
+    rules = {"retinanet": _RETINANET_RULES + _DETECTION_RULES,
+             "fasterrcnn_mobilenet": _MOBILENET_RULES + _DETECTION_RULES}.get(kind, _DETECTION_RULES)
+    if kind in MOBILENET_IMAGENET:
+        rules = _MOBILENET_RULES
+    elif _fpn_has_norm(state_dict):
         rules = _FPN_NORM_RULES + rules
     for key, value in state_dict.items():
-        if key.endswith("num_batches_tracked") or (kind == "resnet" and key.startswith("fc.")):
+        counter = key.endswith("num_batches_tracked") and kind not in MOBILENET_KINDS
+        if counter or (kind == "resnet" and key.startswith("fc.")) or key.startswith("classifier."):
             continue
         # ImageNet keys are the detector's body keys without their "backbone.body." prefix.
         full = "backbone.body." + key if kind == "resnet" else key
+        if kind in MOBILENET_IMAGENET:
+            full = "backbone.body." + key.removeprefix("features.")
         for pattern, rename in rules:
             match = pattern.fullmatch(full)
             if match:
@@ -225,6 +271,12 @@ def describe(state_dict: dict[str, torch.Tensor]) -> str:
         depth = resnet_depth(state_dict)
         name = f"resnext{depth}_{groups}x{in_per_group}d" if groups > 1 else f"resnet{depth}"
         return f"{name} (ImageNet)"
+    if kind in MOBILENET_IMAGENET:
+        return f"{kind} (ImageNet)"
+    if kind == "fasterrcnn_mobilenet":
+        fpn = "backbone.fpn.inner_blocks.0.0.weight" in state_dict or "backbone.fpn.inner_blocks.0.weight" in state_dict
+        prefix = "backbone.body." if "backbone.body.0.0.weight" in state_dict else "backbone."
+        return f"fasterrcnn_{_mobilenet_name(state_dict, prefix)}{'_fpn' if fpn else ''}"
     if kind is None:
         return "not torchvision"
     return f"{kind}_resnet{resnet_depth(state_dict, 'backbone.body.')}_fpn"

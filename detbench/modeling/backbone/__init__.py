@@ -1,7 +1,9 @@
-"""Convolutional bodies: ResNet / ResNeXt with C4, C5 or FPN outputs, and the res5 RoI head."""
+"""Convolutional bodies: ResNet / ResNeXt with C4, C5 or FPN outputs, the res5 RoI head, and
+torchvision's MobileNetV2 / V3-Large with one level or an FPN."""
 
 from .backbone import BACKBONES, Backbone, build_backbone
 from .fpn import FPN, LastLevelMaxPool
+from .mobilenet import MobileNetBody
 from .resnet import (
     BOTTLENECKS,
     STAGE_SPECS,
@@ -19,6 +21,7 @@ __all__ = [
     "Backbone",
     "FPN",
     "LastLevelMaxPool",
+    "MobileNetBody",
     "ResNet",
     "ResNetHead",
     "STAGE_SPECS",

@@ -10,7 +10,7 @@ from detbench.utils.registry import Registry
 from .fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detbench.modeling.utils import group_norm_factory
 
-from .resnet import STAGE_SPECS, ResNet, build_resnet
+from .resnet import STAGE_SPECS, build_resnet
 
 # BACKBONES: MODEL.BACKBONE.CONV_BODY -> builder(cfg) -> Backbone (``out_channels``, ``strides``,
 # forward [N, 3, H, W] -> list of feature maps, highest resolution first).
@@ -35,12 +35,13 @@ def to_conv_layout(x: torch.Tensor) -> torch.Tensor:
 class Backbone(nn.Module):
     """A body, optionally followed by an FPN: [N, 3, H, W] -> list of [N, out_channels, H_i, W_i].
 
-    ``strides[i]`` is the number of input pixels per cell of output ``i``; every stride-2 step rounds
+    ``body`` (a ResNet or a MobileNetBody) reports ``out_channels`` and ``strides`` tuples, one per
+    output. ``strides[i]`` is the number of input pixels per cell of output ``i``; every stride-2 step rounds
     up, so H_i = ceil(H / strides[i]). Submodules are named ``body`` and ``fpn`` as in
     maskrcnn-benchmark checkpoints.
     """
 
-    def __init__(self, body: ResNet, fpn: FPN | None = None) -> None:
+    def __init__(self, body: nn.Module, fpn: FPN | None = None) -> None:
         super().__init__()
         if fpn is None and len(body.out_channels) != 1:
             raise ValueError(f"A body with several outputs {body.out_channels} needs an FPN to merge them")
@@ -56,7 +57,8 @@ class Backbone(nn.Module):
 
     @property
     def strides(self) -> tuple[int, ...]:
-        """Input pixels per feature cell, one per output (C4: (16,), C5: (32,), FPN: (4, 8, 16, 32, 64))."""
+        """Input pixels per feature cell, one per output (C4: (16,), C5: (32,), FPN: (4, 8, 16, 32, 64),
+        MobileNet FPN: (32, 32, 64))."""
         return tuple(self.body.strides) if self.fpn is None else self.fpn.output_strides(self.body.strides)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -75,17 +77,22 @@ def fpn_out_channels(cfg) -> int:
     return alias if alias > 0 else cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS
 
 
-def build_resnet_fpn_backbone(cfg) -> Backbone:
-    """ResNet with all four stages feeding an FPN of fpn_out_channels(cfg) channels, plus P6."""
-    body = build_resnet(cfg)
-    fpn = FPN(
-        body.out_channels,
+def max_pool_fpn(cfg, in_channels: tuple[int, ...]) -> FPN:
+    """An FPN of fpn_out_channels(cfg) channels over ``in_channels`` plus a max-pooled extra
+    level, with MODEL.FPN.USE_GN / USE_RELU."""
+    return FPN(
+        in_channels,
         fpn_out_channels(cfg),
         norm=group_norm_factory(cfg) if cfg.MODEL.FPN.USE_GN else None,
         use_relu=cfg.MODEL.FPN.USE_RELU,
         top_blocks=LastLevelMaxPool(),
     )
-    return Backbone(body, fpn)
+
+
+def build_resnet_fpn_backbone(cfg) -> Backbone:
+    """ResNet with all four stages feeding an FPN of fpn_out_channels(cfg) channels, plus P6."""
+    body = build_resnet(cfg)
+    return Backbone(body, max_pool_fpn(cfg, body.out_channels))
 
 
 def build_resnet_fpn_p3p7_backbone(cfg) -> Backbone:

@@ -159,8 +159,12 @@ class AnchorGenerator(nn.Module):
 
 def build_anchor_generator(cfg: CfgNode) -> AnchorGenerator:
     """AnchorGenerator from MODEL.RPN.{ANCHOR_SIZES, ASPECT_RATIOS, ANCHOR_STRIDE, STRADDLE_THRESH,
-    USE_FPN, STRIDES_FROM_IMAGE}."""
+    USE_FPN, STRIDES_FROM_IMAGE, ANCHOR_SIZES_ON_EVERY_LEVEL}."""
     rpn = cfg.MODEL.RPN
+    if rpn.ANCHOR_SIZES_ON_EVERY_LEVEL:  # torchvision's MobileNet detectors: all sizes on each level
+        return AnchorGenerator(rpn.ANCHOR_SIZES, rpn.ASPECT_RATIOS, rpn.ANCHOR_STRIDE, rpn.STRADDLE_THRESH,
+                               per_level_sizes=[rpn.ANCHOR_SIZES] * len(rpn.ANCHOR_STRIDE),
+                               strides_from_image=rpn.STRIDES_FROM_IMAGE)
     if rpn.USE_FPN and len(rpn.ANCHOR_STRIDE) != len(rpn.ANCHOR_SIZES):
         raise ValueError(
             f"MODEL.RPN.USE_FPN needs one anchor size per stride: ANCHOR_SIZES {tuple(rpn.ANCHOR_SIZES)}, "

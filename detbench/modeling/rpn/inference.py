@@ -42,7 +42,8 @@ class RPNPostProcessor:
     1. per level and image, keep the ``pre_nms_top_n`` anchors with the highest logits
        (<= 0: all);
     2. decode them with ``box_coder``; objectness = sigmoid(logit);
-    3. clip to the image, drop boxes narrower or lower than ``min_size``;
+    3. clip to the image, drop boxes narrower or lower than ``min_size``, and those whose
+       objectness is below ``score_thresh`` (torchvision's ``rpn_score_thresh``; 0 keeps all);
     4. NMS at ``nms_thresh`` within each level (one batched_nms call, level = category);
     5. keep the best ``post_nms_top_n`` per level (<= 0: all, as in ``boxlist_nms``);
     6. if ``fpn_post_nms_top_n`` is not None (FPN) and > 0, keep the best ``fpn_post_nms_top_n`` over
@@ -61,6 +62,7 @@ class RPNPostProcessor:
         box_coder: BoxCoder,
         fpn_post_nms_top_n: int | None = None,
         fpn_post_nms_per_batch: bool = False,
+        score_thresh: float = 0.0,
     ) -> None:
         self.pre_nms_top_n = pre_nms_top_n
         self.post_nms_top_n = post_nms_top_n
@@ -69,6 +71,7 @@ class RPNPostProcessor:
         self.box_coder = box_coder
         self.fpn_post_nms_top_n = fpn_post_nms_top_n
         self.fpn_post_nms_per_batch = fpn_post_nms_per_batch
+        self.score_thresh = score_thresh
 
     def _fpn_top_n(self) -> bool:
         """Whether step 6 applies (FPN and a positive limit)."""
@@ -124,6 +127,8 @@ class RPNPostProcessor:
             dim=1,
         )
         keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= self.min_size)
+        if self.score_thresh > 0:  # >=, as torchvision; sigmoid scores are never below 0
+            keep &= scores >= self.score_thresh
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
 
         keep = batched_nms(boxes, scores, levels, self.nms_thresh)  # decreasing score order
@@ -162,6 +167,7 @@ def build_rpn_postprocessor(cfg: CfgNode, box_coder: BoxCoder, is_train: bool) -
         box_coder=box_coder,
         fpn_post_nms_top_n=fpn_post if rpn.USE_FPN else None,
         fpn_post_nms_per_batch=per_batch,
+        score_thresh=rpn.SCORE_THRESH,
     )
 
 

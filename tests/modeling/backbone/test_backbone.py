@@ -32,7 +32,15 @@ def _cfg(conv_body: str, **resnets):
     return cfg
 
 
+# MobileNet bodies alone: the channels of torchvision's last ``features`` module, stride 32.
+MOBILENET_CHANNELS = {"MobileNetV2": 1280, "MobileNetV3-Large": 960}
+
+
 def _expected(conv_body: str) -> tuple[int, tuple[int, ...]]:
+    if conv_body.startswith("MobileNet"):  # tests/modeling/backbone/test_mobilenet.py has the details
+        if conv_body.endswith("-FPN"):
+            return 256, (32, 32, 64)
+        return MOBILENET_CHANNELS[conv_body], (32,)
     if conv_body.endswith("-FPN"):
         return 256, (4, 8, 16, 32, 64)
     if conv_body.endswith("-FPN-RETINANET"):  # P3..P7
