@@ -510,6 +510,24 @@ _C.MODEL.RETINANET.ROUND_ANCHOR_SIZES = False
 _C.MODEL.RETINANET.STRIDES_FROM_IMAGE = False
 
 
+# ===========================================================================
+# Issue 14: test-time augmentation (maskrcnn-benchmark's TEST.BBOX_AUG keys and defaults)
+# ===========================================================================
+_C.TEST.BBOX_AUG = CN()
+# Evaluate (tools/test_net.py, the Predictor) on several resized / mirrored views of each image and
+# merge boxes and masks over them (detbench/engine/bbox_aug.py). The plain test view (INPUT.MIN_SIZE_TEST,
+# MAX_SIZE_TEST) is always one of the views. Not with MODEL.KEYPOINT_ON or a plain RPN-only model (bool).
+_C.TEST.BBOX_AUG.ENABLED = False
+# Add the plain test view mirrored left-right (bool).
+_C.TEST.BBOX_AUG.H_FLIP = False
+# Shorter sides of the extra views, pixels (a tuple of ints > 0, each <= MAX_SIZE; () for none).
+_C.TEST.BBOX_AUG.SCALES = ()
+# Upper bound of the longer side of the SCALES views, pixels (int > 0).
+_C.TEST.BBOX_AUG.MAX_SIZE = 4000
+# Add each SCALES view mirrored left-right too (bool).
+_C.TEST.BBOX_AUG.SCALE_H_FLIP = False
+
+
 def get_cfg() -> CfgNode:
     """A fresh, mutable copy of the default config (its merge methods understand ``_BASE_``)."""
     return _C.clone()

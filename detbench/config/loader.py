@@ -30,7 +30,6 @@ UNSUPPORTED = {
     "MODEL.RESNETS.STAGE_WITH_DCN": "deformable convolutions",
     "MODEL.RESNETS.WITH_MODULATED_DCN": "deformable convolutions",
     "MODEL.RESNETS.DEFORMABLE_GROUPS": "deformable convolutions",
-    "TEST.BBOX_AUG": "test-time augmentation",
     "PATHS_CATALOG": "maskrcnn-benchmark's paths_catalog.py (use DATASETS names and the detbench catalog)",
 }
 
