@@ -48,13 +48,16 @@ FLIP = [*IDENTITY, "TEST.BBOX_AUG.H_FLIP", "True", "TEST.BBOX_AUG.SCALES", "(48,
 pytestmark = pytest.mark.usefixtures("native_cpu_convolutions")  # see tests/conftest.py
 
 
+def _random_weights(config: Path, opts: list[str], path: Path) -> Path:
+    """A state-dict file of the model of ``config`` + ``opts`` with seeded random weights."""
+    torch.manual_seed(0)
+    torch.save(build_detection_model(load_config(config, [*opts, "MODEL.WEIGHT", ""])).state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_detection_model(load_config(CONFIG, [*TINY_MODEL, "MODEL.WEIGHT", ""]))
-    path = tmp_path_factory.mktemp("bbox_aug") / "model.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return _random_weights(CONFIG, TINY_MODEL, tmp_path_factory.mktemp("bbox_aug") / "model.pth")
 
 
 def _cfg(weights: Path, *extra: str, config: Path = CONFIG, base=TINY_MODEL):
@@ -148,9 +151,7 @@ def test_maskrcnn_benchmark_test_time_aug_file_loads(tmp_path):
 def test_retinanet_identity_augmentation_is_the_plain_model(tmp_path):
     opts = ["MODEL.DEVICE", "cpu", "MODEL.RETINANET.INFERENCE_TH", "0.0", "INPUT.MIN_SIZE_TEST", "64",
             "INPUT.MAX_SIZE_TEST", "96", "DATASETS.TEST", "()", "MODEL.RETINANET.DETECTIONS_PER_IMG", "20"]
-    torch.manual_seed(0)
-    path = tmp_path / "retinanet.pth"
-    torch.save(build_detection_model(load_config(RETINANET, [*opts, "MODEL.WEIGHT", ""])).state_dict(), path)
+    path = _random_weights(RETINANET, opts, tmp_path / "retinanet.pth")
     image = _images()[0]
     plain = Predictor(_cfg(path, config=RETINANET, base=opts))(image)
     identity = Predictor(_cfg(path, *IDENTITY, config=RETINANET, base=opts))(image)
