@@ -451,7 +451,7 @@ _C.DTYPE = "float32"
 _C.AMP_VERBOSE = False
 
 # ===========================================================================
-# Issue 13: RoIPool pooling per head, RetinaNet (keys and defaults of maskrcnn-benchmark)
+# RoIPool pooling per head, RetinaNet (keys and defaults of maskrcnn-benchmark)
 # ===========================================================================
 # RoI pooling of the box head: "ROIAlign" (bilinear, Mask R-CNN) or "ROIPool" (max, Fast R-CNN).
 _C.MODEL.ROI_BOX_HEAD.POOLER_METHOD = "ROIAlign"
@@ -517,7 +517,7 @@ _C.MODEL.RETINANET.ROUND_ANCHOR_SIZES = False
 _C.MODEL.RETINANET.STRIDES_FROM_IMAGE = False
 
 # ===========================================================================
-# Issue 14: Pascal VOC and Cityscapes datasets
+# Pascal VOC and Cityscapes datasets
 # ===========================================================================
 # Pascal VOC (voc_* names): train on the objects marked <difficult> too (bool). They are always kept
 # in the ground truth with a "difficult" field, and the VOC metric ignores them either way.
@@ -526,7 +526,7 @@ _C.DATASETS.VOC_USE_DIFFICULT = False
 # precision-recall curve for later years), "11point" or "area". Mean AP at IoU 0.5 either way.
 _C.TEST.VOC_METRIC = "auto"
 # ===========================================================================
-# Issue 14: deformable convolutions in the ResNet body (keys and defaults of maskrcnn-benchmark)
+# deformable convolutions in the ResNet body (keys and defaults of maskrcnn-benchmark)
 # ===========================================================================
 # One bool per body stage res2..res5 (layer1..layer4): True makes the 3x3 conv of every block of that
 # stage a deformable conv with its own zero-initialised offset conv (configs/dcn use (False, True, True, True)).
@@ -539,7 +539,7 @@ _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1
 
 
 # ===========================================================================
-# Issue 14: MobileNet backbones (torchvision's MobileNetV2 / V3-Large) and the RPN options of
+# MobileNet backbones (torchvision's MobileNetV2 / V3-Large) and the RPN options of
 # torchvision's MobileNet detectors
 # ===========================================================================
 # MobileNet bodies (CONV_BODY "MobileNetV2", "MobileNetV3-Large", "...-FPN") count 6 stages: the
@@ -560,6 +560,24 @@ _C.MODEL.RPN.ANCHOR_SIZES_ON_EVERY_LEVEL = False
 # Proposals whose objectness probability (sigmoid) is below this are dropped before the NMS, in
 # training and test, as torchvision's rpn_score_thresh (0.05 in its MobileNet detectors), in [0, 1).
 _C.MODEL.RPN.SCORE_THRESH = 0.0
+
+
+# ===========================================================================
+# test-time augmentation (maskrcnn-benchmark's TEST.BBOX_AUG keys and defaults)
+# ===========================================================================
+_C.TEST.BBOX_AUG = CN()
+# Evaluate (tools/test_net.py, the Predictor) on several resized / mirrored views of each image and
+# merge boxes and masks over them (detbench/engine/bbox_aug.py). The plain test view (INPUT.MIN_SIZE_TEST,
+# MAX_SIZE_TEST) is always one of the views. Not with MODEL.KEYPOINT_ON or a plain RPN-only model (bool).
+_C.TEST.BBOX_AUG.ENABLED = False
+# Add the plain test view mirrored left-right (bool).
+_C.TEST.BBOX_AUG.H_FLIP = False
+# Shorter sides of the extra views, pixels (a tuple of ints > 0, each <= MAX_SIZE; () for none).
+_C.TEST.BBOX_AUG.SCALES = ()
+# Upper bound of the longer side of the SCALES views, pixels (int > 0).
+_C.TEST.BBOX_AUG.MAX_SIZE = 4000
+# Add each SCALES view mirrored left-right too (bool).
+_C.TEST.BBOX_AUG.SCALE_H_FLIP = False
 
 
 def get_cfg() -> CfgNode:

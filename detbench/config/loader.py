@@ -27,7 +27,6 @@ SCHEME = "detbench://"
 # maskrcnn-benchmark features that detbench does not implement: key prefix -> feature.
 UNSUPPORTED = {
     "MODEL.FBNET": "FBNet backbones",
-    "TEST.BBOX_AUG": "test-time augmentation",
     "PATHS_CATALOG": "maskrcnn-benchmark's paths_catalog.py (use DATASETS names and the detbench catalog)",
 }
 

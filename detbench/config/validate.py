@@ -295,6 +295,9 @@ def validate_config(cfg: CfgNode) -> None:
     from .validate_retinanet import check_pooler_and_retinanet_keys
 
     problems += check_pooler_and_retinanet_keys(cfg) + check_dcn_keys(cfg)
+    from .validate_bbox_aug import check_bbox_aug_keys  # the same reason
+
+    problems += check_bbox_aug_keys(cfg)
     if problems:
         header = "invalid config value" if len(problems) == 1 else f"{len(problems)} invalid config values"
         raise ConfigError(f"{header}:\n  " + "\n  ".join(problems))

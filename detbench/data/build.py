@@ -111,8 +111,8 @@ def _train_loader(cfg: CfgNode, is_distributed: bool, start_iter: int, seed: int
     return _loader(cfg, SeededDataset(dataset, seed), batches, seed)
 
 
-def _test_loaders(cfg: CfgNode, is_distributed: bool) -> list[DataLoader]:
-    transforms = build_transforms(cfg, is_train=False)
+def _test_loaders(cfg: CfgNode, is_distributed: bool, transforms: Any = None) -> list[DataLoader]:
+    transforms = build_transforms(cfg, is_train=False) if transforms is None else transforms
     world, rank = (comm.get_world_size(), comm.get_rank()) if is_distributed else (1, 0)
     per_gpu = _per_process_batch(cfg.TEST.IMS_PER_BATCH, world, "TEST.IMS_PER_BATCH")
     loaders = []
@@ -140,7 +140,8 @@ def _loader(cfg: CfgNode, dataset: Dataset, batch_sampler: Any, seed: int = 0) -
 
 
 def make_data_loader(
-    cfg: CfgNode, is_train: bool, is_distributed: bool = False, start_iter: int = 0, seed: int | None = None
+    cfg: CfgNode, is_train: bool, is_distributed: bool = False, start_iter: int = 0, seed: int | None = None,
+    test_transforms: Any = None,
 ) -> DataLoader | list[DataLoader]:
     """Training: one DataLoader of SOLVER.MAX_ITER - start_iter batches of
     SOLVER.IMS_PER_BATCH / world size images (aspect-ratio grouped when
@@ -151,9 +152,10 @@ def make_data_loader(
     ``seed`` fixes the training order and the random augmentations, which are drawn per
     ``(seed, iteration, dataset index)`` and so do not depend on DATALOADER.NUM_WORKERS
     (default: SEED when >= 0, else 0, so that resuming works even when SEED is drawn at random).
+    ``test_transforms`` replaces the test pipeline (e.g. test-time augmentation's original images).
     """
     if is_train:
         if seed is None:
             seed = cfg.SEED if cfg.SEED >= 0 else 0
         return _train_loader(cfg, is_distributed, start_iter, seed)
-    return _test_loaders(cfg, is_distributed)
+    return _test_loaders(cfg, is_distributed, test_transforms)

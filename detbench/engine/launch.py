@@ -101,14 +101,17 @@ def iou_types(cfg: CfgNode) -> tuple[str, ...]:
 
 
 def run_test(cfg: CfgNode, model: torch.nn.Module, distributed: bool) -> dict:
-    """Evaluate on every DATASETS.TEST entry; results by dataset name (filled on rank 0)."""
-    from detbench.data import dataset_names, make_data_loader
+    """Evaluate on every DATASETS.TEST entry (with test-time augmentation when TEST.BBOX_AUG.ENABLED);
+    results by dataset name (filled on rank 0)."""
+    from detbench.data import dataset_names
+    from detbench.engine.bbox_aug import augmented_test_setup
     from detbench.engine.inference import inference
 
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
     results = {}
-    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    # With TEST.BBOX_AUG.ENABLED: the model wrapped for test-time augmentation, fed original images.
+    model, loaders = augmented_test_setup(cfg, model, distributed)
     for name, loader in zip(dataset_names(cfg, is_train=False), loaders):
         folder = Path(cfg.OUTPUT_DIR) / "inference" / name if cfg.OUTPUT_DIR else None
         if folder is not None and comm.is_main_process():

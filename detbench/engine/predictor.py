@@ -20,6 +20,7 @@ from detbench.data import catalog
 from detbench.data.build import dataset_names
 from detbench.data.datasets.coco import to_rgb
 from detbench.data.transforms import build_transforms
+from detbench.engine.bbox_aug import AugmentedDetector
 from detbench.modeling.detector import build_detection_model
 from detbench.structures.mask_ops import full_size_masks
 from detbench.structures.bounding_box import BoxList
@@ -70,6 +71,8 @@ class Predictor:
     original image's coordinates (``size = (W, H)``) on the CPU, with "scores" and "labels"
     and, where the model has them, "mask" (pasted: [N, 1, H, W] float probabilities, not
     thresholded), "keypoints" and "keypoints_scores". A list of images gives a list.
+    With TEST.BBOX_AUG.ENABLED the detections are merged over the augmented views
+    (:mod:`detbench.engine.bbox_aug`).
 
     Args:
         cfg: a config as :func:`detbench.config.load_config` returns it.
@@ -93,6 +96,8 @@ class Predictor:
         if compile_backbone:
             self.model.backbone = torch.compile(self.model.backbone)
         self.transforms = build_transforms(cfg, is_train=False)
+        # TEST.BBOX_AUG.ENABLED: every call runs the augmented views and merges them.
+        self.augmented = AugmentedDetector.from_cfg(self.model, cfg) if cfg.TEST.BBOX_AUG.ENABLED else None
         self._class_names = list(class_names) if class_names is not None else None
         self._class_names_known = class_names is not None
 
@@ -115,9 +120,11 @@ class Predictor:
         pil_images = [as_rgb_image(i) for i in ([image] if single else image)]
         if not pil_images:
             return []
-        tensors = [self.transforms(i, None)[0].to(self.device) for i in pil_images]
         with torch.no_grad():
-            outputs = self.model(tensors)
+            if self.augmented is not None:
+                outputs = self.augmented(pil_images)
+            else:
+                outputs = self.model([self.transforms(i, None)[0].to(self.device) for i in pil_images])
             # Masks are pasted on the model's device, then everything moves to the CPU.
             results = [self._postprocess(o, i.size, score_threshold).to("cpu") for o, i in zip(outputs, pil_images)]
         return results[0] if single else results

@@ -130,7 +130,7 @@ def test_unknown_key_in_wrong_section_suggests_the_right_one():
 
 @pytest.mark.parametrize(
     "opts, feature",
-    [(["MODEL.FBNET.ARCH", "default"], "FBNet"), (["TEST.BBOX_AUG.ENABLED", "True"], "test-time")],
+    [(["MODEL.FBNET.ARCH", "default"], "FBNet"), (["PATHS_CATALOG", "paths_catalog.py"], "paths_catalog")],
 )
 def test_unsupported_features_say_so(opts, feature):
     with pytest.raises(ConfigError, match=feature):
