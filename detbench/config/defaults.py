@@ -196,6 +196,15 @@ _C.MODEL.ROI_BOX_HEAD.DILATION = 1
 _C.MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM = 256
 # Number of convolutions in FPNXconv1fcFeatureExtractor.
 _C.MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS = 4
+# Box regression loss of the box head (detectron2's keys): "smooth_l1" on the encoded deltas
+# (SMOOTH_L1_BETA; 0 gives plain L1) or "giou" (generalized IoU, torchvision.ops, between the
+# decoded box and its ground truth; scale-free, so it weighs small and large objects alike).
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "smooth_l1"
+# Factor on the box regression loss (float >= 0); the sum over foreground RoIs is divided by all
+# sampled RoIs either way.
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
+# Beta of the smooth L1 box loss (float >= 0; 1/9 as torchvision and maskrcnn-benchmark).
+_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 1.0 / 9
 
 # ---------------------------------------------------------------------------
 # MODEL.ROI_MASK_HEAD

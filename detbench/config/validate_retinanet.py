@@ -1,4 +1,4 @@
-"""Checks of the RoI pooling method keys (POOLER_METHOD) and of MODEL.RETINANET.
+"""Checks of the RoI head keys (POOLER_METHOD, the box loss) and of MODEL.RETINANET.
 
 Called by :func:`detbench.config.validate.validate_config`; each problem is one line naming
 the key, the value and what is allowed.
@@ -13,6 +13,7 @@ from .validate import _is_number, _problem
 # Values of MODEL.<head>.POOLER_METHOD: bilinear RoIAlign (Mask R-CNN) or max RoIPool (Fast R-CNN).
 POOLER_METHODS = ("ROIAlign", "ROIPool")
 LOSS_NORMALIZATIONS = ("maskrcnn-benchmark", "torchvision")
+BBOX_REG_LOSS_TYPES = ("smooth_l1", "giou")  # detbench.modeling.roi_heads.box_head.loss
 # RetinaNet's backbones make P3..P7: strides 8 .. 128.
 RETINANET_STRIDES = (8, 16, 32, 64, 128)
 
@@ -23,6 +24,17 @@ def _check_pooler_methods(cfg: CfgNode) -> list[str]:
         for head in ("ROI_BOX_HEAD", "ROI_MASK_HEAD", "ROI_KEYPOINT_HEAD")
         if cfg.MODEL[head].POOLER_METHOD not in POOLER_METHODS
     ]
+
+
+def _check_box_loss(cfg: CfgNode) -> list[str]:
+    head, problems = cfg.MODEL.ROI_BOX_HEAD, []
+    if head.BBOX_REG_LOSS_TYPE not in BBOX_REG_LOSS_TYPES:
+        problems.append(_problem("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", head.BBOX_REG_LOSS_TYPE,
+                                 f"one of {BBOX_REG_LOSS_TYPES}"))
+    for key in ("BBOX_REG_LOSS_WEIGHT", "SMOOTH_L1_BETA"):
+        if not (_is_number(head[key]) and head[key] >= 0):
+            problems.append(_problem(f"MODEL.ROI_BOX_HEAD.{key}", head[key], "a number >= 0"))
+    return problems
 
 
 # (key under MODEL.RETINANET, test, what is allowed)
@@ -76,5 +88,5 @@ def _check_retinanet(cfg: CfgNode) -> list[str]:
 
 
 def check_pooler_and_retinanet_keys(cfg: CfgNode) -> list[str]:
-    """Every problem with the RoI pooling methods and the RetinaNet keys of ``cfg``."""
-    return _check_pooler_methods(cfg) + _check_retinanet(cfg)
+    """Every problem with the RoI pooling methods, the box loss and the RetinaNet keys of ``cfg``."""
+    return _check_pooler_methods(cfg) + _check_box_loss(cfg) + _check_retinanet(cfg)

@@ -3,7 +3,9 @@
 The numbers follow torchvision's RoIHeads (select_training_samples, fastrcnn_loss):
 ground truth appended after the proposals, IoU matching without low-quality matches,
 proposals between the thresholds ignored, smooth L1 (beta 1/9, summed) on the
-ground-truth class's deltas divided by the number of sampled proposals.
+ground-truth class's deltas divided by the number of sampled proposals. Optionally
+(detectron2's BBOX_REG_LOSS_TYPE "giou") the generalized IoU loss between the decoded box and
+its ground truth, with the same normalisation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import generalized_box_iou_loss
 from yacs.config import CfgNode
 
 from detbench.layers import smooth_l1_loss
@@ -34,6 +37,8 @@ class FastRCNNLossComputation:
         add_gt_proposals: append each image's ground-truth boxes to its proposals first.
         cls_agnostic_bbox_reg: box deltas have 2 classes (background, object) instead of C.
         smooth_l1_beta: beta of the box loss (1/9 as torchvision and maskrcnn-benchmark).
+        loss_type: "smooth_l1" on the deltas or "giou" on the decoded boxes.
+        loss_weight: factor on the box loss.
     """
 
     def __init__(
@@ -44,13 +49,18 @@ class FastRCNNLossComputation:
         add_gt_proposals: bool = True,
         cls_agnostic_bbox_reg: bool = False,
         smooth_l1_beta: float = 1.0 / 9,
+        loss_type: str = "smooth_l1",
+        loss_weight: float = 1.0,
     ) -> None:
+        if loss_type not in ("smooth_l1", "giou"):
+            raise ValueError(f"box loss type must be 'smooth_l1' or 'giou', got {loss_type!r}")
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
         self.add_gt_proposals = add_gt_proposals
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
         self.smooth_l1_beta = smooth_l1_beta
+        self.loss_type, self.loss_weight = loss_type, loss_weight
 
     def match_targets(self, proposals: BoxList, target: BoxList) -> tuple[Tensor, Tensor, Tensor]:
         """One image: -> (labels [N] int64: class, 0 background, -1 ignored;
@@ -114,13 +124,22 @@ class FastRCNNLossComputation:
         # Foreground deltas: class-agnostic heads keep the object in class column 1.
         cls_col = torch.ones_like(labels[pos]) if self.cls_agnostic_bbox_reg else labels[pos]
         deltas = box_regression.reshape(box_regression.shape[0], -1, 4)[pos, cls_col]
-        box_loss = smooth_l1_loss(deltas, targets[pos], beta=self.smooth_l1_beta, size_average=False)
+        if self.loss_type == "giou":
+            boxes = cat([p.bbox for p in proposals], dim=0)[pos]
+            # The ground truth decoded from its encoding, rather than carried in a field: the
+            # same numbers up to rounding, and sampled proposals keep only the fields they had.
+            box_loss = generalized_box_iou_loss(
+                self.box_coder.decode(deltas, boxes), self.box_coder.decode(targets[pos], boxes), reduction="sum"
+            )
+        else:
+            box_loss = smooth_l1_loss(deltas, targets[pos], beta=self.smooth_l1_beta, size_average=False)
         # Divided by all sampled proposals, not only positives (torchvision and maskrcnn-benchmark).
-        return loss_classifier, box_loss / labels.numel()
+        return loss_classifier, self.loss_weight * box_loss / labels.numel()
 
 
 def make_roi_box_loss_evaluator(cfg: CfgNode) -> FastRCNNLossComputation:
-    """FastRCNNLossComputation from MODEL.ROI_HEADS and MODEL.CLS_AGNOSTIC_BBOX_REG."""
+    """FastRCNNLossComputation from MODEL.ROI_HEADS, MODEL.CLS_AGNOSTIC_BBOX_REG and the box loss
+    keys of MODEL.ROI_BOX_HEAD."""
     heads = cfg.MODEL.ROI_HEADS
     return FastRCNNLossComputation(
         Matcher(heads.FG_IOU_THRESHOLD, heads.BG_IOU_THRESHOLD, allow_low_quality_matches=False),
@@ -128,4 +147,7 @@ def make_roi_box_loss_evaluator(cfg: CfgNode) -> FastRCNNLossComputation:
         BoxCoder(weights=tuple(heads.BBOX_REG_WEIGHTS)),
         add_gt_proposals=heads.ADD_GT_PROPOSALS,
         cls_agnostic_bbox_reg=cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
+        smooth_l1_beta=cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,
+        loss_type=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE,
+        loss_weight=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
     )
