@@ -127,14 +127,19 @@ class Pooler(nn.Module):
 
         # Levels come from the boxes in their own precision, before any cast to the features' dtype.
         levels = self.map_levels(rois[:, 1:])
-        channels = features[0].shape[1]
-        result = features[0].new_zeros((rois.shape[0], channels, *self.output_size))
+        pooled, order = [], []
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
             # Under autocast a level's pooled features may come in another dtype; keep the first's.
-            # index_put_, not result[idx] = ...: a trace of the latter freezes a one-RoI level's shape.
-            result.index_put_((idx,), self._pool(feature, rois[idx], scale).to(result.dtype))
-        return result
+            pooled.append(self._pool(feature, rois[idx], scale).to(features[0].dtype))
+            order.append(idx)
+        # The levels' rows are concatenated in level order, then put back in box order with one
+        # gather. Writing each level into a zero tensor (index_put_) costs a clone of the whole
+        # [K, C, oh, ow] gradient per level in backward; result[idx] = ... also freezes a
+        # one-RoI level's shape in a trace. argsort of the concatenated indices (a permutation
+        # of 0..K-1) is the inverse permutation: row i of the output is box i's feature.
+        inverse = torch.argsort(torch.cat(order))
+        return torch.cat(pooled, dim=0).index_select(0, inverse)
 
     def extra_repr(self) -> str:
         return (
