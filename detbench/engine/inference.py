@@ -173,13 +173,19 @@ def inference(
     if output_folder:
         Path(output_folder).mkdir(parents=True, exist_ok=True)
         save_predictions(Path(output_folder) / PREDICTIONS_FILENAME, merged, dataset_name)
-    return evaluate(dataset, merged, output_folder, iou_types)
+    return evaluate(dataset, merged, output_folder, iou_types, masks_aligned=aligned_masks(model))
 
 
 def _mask_post_processors(model: nn.Module) -> list:
     from detbench.modeling.roi_heads.mask_head.inference import MaskPostProcessor
 
     return [m for m in model.modules() if isinstance(m, MaskPostProcessor)]
+
+
+def aligned_masks(model: nn.Module) -> bool:
+    """True when ``model``'s masks follow detectron2's pixel model (MODEL.ROI_MASK_HEAD.ALIGNED_MASKS),
+    so that whoever pastes its box-relative masks must paste them aligned."""
+    return any(m.aligned for m in _mask_post_processors(model))
 
 
 def pastes_masks(model: nn.Module) -> bool:

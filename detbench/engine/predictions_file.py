@@ -64,5 +64,6 @@ def evaluate_saved_predictions(cfg) -> dict:
         folder = Path(cfg.OUTPUT_DIR) / "inference" / name
         predictions = load_predictions(folder / FILENAME)
         dataset = build_dataset(cfg, name, is_train=False)
-        results[name] = evaluate(dataset, predictions, folder, iou_types(cfg))
+        aligned = cfg.MODEL.MASK_ON and cfg.MODEL.ROI_MASK_HEAD.ALIGNED_MASKS
+        results[name] = evaluate(dataset, predictions, folder, iou_types(cfg), masks_aligned=aligned)
     return results

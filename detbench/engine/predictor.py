@@ -136,5 +136,6 @@ class Predictor:
         result = output.resize(size)  # boxes and keypoints; tensor fields are carried unchanged
         if result.has_field("mask"):
             pasted = self.cfg.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS
-            result.add_field("mask", full_size_masks(result.get_field("mask"), result, pasted))
+            aligned = self.cfg.MODEL.ROI_MASK_HEAD.ALIGNED_MASKS
+            result.add_field("mask", full_size_masks(result.get_field("mask"), result, pasted, aligned))
         return result

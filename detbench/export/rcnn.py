@@ -143,7 +143,8 @@ class ExportableRCNN(nn.Module):
         logits = head.predictor(head.feature_extractor(features, [BoxList(boxes, _UNUSED_SIZE)]))
         rows = torch.arange(logits.shape[0], device=logits.device)
         probs = logits[rows, labels][:, None].sigmoid()
-        return paste_masks_in_image_dense(probs, image_boxes, original[0], original[1])
+        aligned = head.post_processor.aligned  # the pixel model the masks were trained with
+        return paste_masks_in_image_dense(probs, image_boxes, original[0], original[1], aligned=aligned)
 
     def _keypoints(self, features: list[Tensor], boxes: Tensor, ratio: Tensor) -> Tensor:
         """[N, K, 3]: (x, y) in the input image and the heatmap score of each keypoint."""

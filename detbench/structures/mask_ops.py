@@ -70,22 +70,55 @@ def _linear_taps(
     return i0, i1, torch.where(inside, 1.0 - w1, zero), torch.where(inside, w1, zero)
 
 
-def _resampled_patch(masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple) -> Tensor:
+def _aligned_taps(
+    offset: Tensor, length: int, start: Tensor, extent: Tensor, in_size: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Bilinear taps of an ``in_size``-cell mask that covers exactly [start[k], start[k] +
+    extent[k]) of the image (float box edges), for image pixels ``offset[k] + 0 .. length - 1``
+    sampled at their centres (+ 0.5), zero outside the mask: ``grid_sample`` with
+    align_corners=False and zero padding, as detectron2 pastes.
+
+    Returns (i0, i1 [K, length] int64 cell indices, w0, w1 [K, length] weights).
+    """
+    pos = offset[:, None] + torch.arange(length, device=offset.device)
+    # Cell c's centre lies at start + (c + 0.5) * extent / in_size; a tiny extent is clamped
+    # so that a degenerate box gives zeros, not NaNs.
+    scale = in_size / extent.to(dtype).clamp(min=1e-6)
+    src = (pos.to(dtype) + 0.5 - start.to(dtype)[:, None]) * scale[:, None] - 0.5
+    i0 = src.floor()
+    w1 = src - i0
+    i0 = i0.to(torch.int64)
+    i1 = i0 + 1
+    zero = torch.zeros((), dtype=dtype, device=offset.device)
+    w0 = torch.where((i0 >= 0) & (i0 < in_size), 1.0 - w1, zero)
+    w1 = torch.where((i1 >= 0) & (i1 < in_size), w1, zero)
+    return i0.clamp(0, in_size - 1), i1.clamp(0, in_size - 1), w0, w1
+
+
+def _resampled_patch(
+    masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple, aligned: bool = False
+) -> Tensor:
     """The pixels of a window of each of k pasted masks: [k, window height, window width].
 
     masks: [k, S, S] padded masks; boxes: [k, 4] int64 (x1, y1, x2, y2), the resized mask
     covering pixels x1..x2, y1..y2; window: [k, 2] int64 top-left (x, y) of a window of
     ``window_size = (width, height)`` (ints, or 0-dim int64 tensors when traced) in the
-    image. Pixels of the window outside the box are zero.
+    image. Pixels of the window outside the box are zero. ``aligned``: masks [k, M, M]
+    unpadded and boxes [k, 4] float, the exact extent of each mask (see :func:`_aligned_taps`).
     """
     size = masks.shape[-1]
     win_x, win_y = window.unbind(1)
     patch_w, patch_h = window_size
-    # The resized mask is (y2 - y1 + 1) x (x2 - x1 + 1) pixels, at least 1, as in torchvision.
-    out_w = (boxes[:, 2] - boxes[:, 0] + 1).clamp(min=1)
-    out_h = (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=1)
-    ix0, ix1, wx0, wx1 = _linear_taps(win_x - boxes[:, 0], patch_w, out_w, size, masks.dtype)
-    iy0, iy1, wy0, wy1 = _linear_taps(win_y - boxes[:, 1], patch_h, out_h, size, masks.dtype)
+    if aligned:
+        x0, y0, x1, y1 = boxes.unbind(1)
+        ix0, ix1, wx0, wx1 = _aligned_taps(win_x, patch_w, x0, x1 - x0, size, masks.dtype)
+        iy0, iy1, wy0, wy1 = _aligned_taps(win_y, patch_h, y0, y1 - y0, size, masks.dtype)
+    else:
+        # The resized mask is (y2 - y1 + 1) x (x2 - x1 + 1) pixels, at least 1, as in torchvision.
+        out_w = (boxes[:, 2] - boxes[:, 0] + 1).clamp(min=1)
+        out_h = (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=1)
+        ix0, ix1, wx0, wx1 = _linear_taps(win_x - boxes[:, 0], patch_w, out_w, size, masks.dtype)
+        iy0, iy1, wy0, wy1 = _linear_taps(win_y - boxes[:, 1], patch_h, out_h, size, masks.dtype)
     # Resample along x for every mask row ([k, S, patch_w]), then along y ([k, patch_h, patch_w]).
     cols = masks.gather(2, ix0[:, None].expand(-1, size, -1)) * wx0[:, None]
     cols += masks.gather(2, ix1[:, None].expand(-1, size, -1)) * wx1[:, None]
@@ -95,14 +128,15 @@ def _resampled_patch(masks: Tensor, boxes: Tensor, window: Tensor, window_size: 
 
 
 def _paste_chunk(
-    out: Tensor, rows: Tensor, masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple[int, int]
+    out: Tensor, rows: Tensor, masks: Tensor, boxes: Tensor, window: Tensor, window_size: tuple[int, int],
+    aligned: bool = False,
 ) -> None:
     """Write the k detections ``rows`` of ``out`` [K, 1, H, W] (arguments of
     :func:`_resampled_patch`; the window covers the box's visible part, the rest stays zero)."""
     height, width = out.shape[-2:]
     win_x, win_y = window.unbind(1)
     patch_w, patch_h = window_size
-    patch = _resampled_patch(masks, boxes, window, window_size)
+    patch = _resampled_patch(masks, boxes, window, window_size, aligned)
     # Flat index of each window pixel in ``out``: all distinct and in bounds.
     start = rows * (height * width) + win_y * width + win_x
     ys = torch.arange(patch_h, device=out.device)[:, None] * width
@@ -120,8 +154,22 @@ def _padded_int_boxes(masks: Tensor, boxes: Tensor, padding: int) -> tuple[Tenso
     return padded, _expand_boxes(boxes, (size + 2 * padding) / size).to(torch.int64)
 
 
+def _aligned_masks_and_footprints(masks: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """[K, 1, M, M] masks, [K, 4] float boxes -> (float masks [K, M, M], the boxes in that
+    dtype, int64 [K, 4] inclusive pixel ranges x1, y1, x2, y2 that the aligned paste can reach)."""
+    size = masks.shape[-1]
+    dtype = torch.promote_types(masks.dtype, torch.float32)
+    boxes = boxes.to(dtype)
+    # Bilinear taps reach half a cell beyond the box; one cell of margin covers that safely.
+    cell_w = ((boxes[:, 2] - boxes[:, 0]) / size)[:, None]
+    cell_h = ((boxes[:, 3] - boxes[:, 1]) / size)[:, None]
+    margin = torch.cat([-cell_w, -cell_h, cell_w, cell_h], dim=1)
+    footprint = (boxes + margin).floor().to(torch.int64)
+    return masks[:, 0].to(dtype), boxes, footprint
+
+
 def paste_masks_in_image_dense(masks: Tensor, boxes: Tensor, height: Tensor, width: Tensor,
-                               padding: int = 1) -> Tensor:
+                               padding: int = 1, aligned: bool = False) -> Tensor:
     """:func:`paste_masks_in_image` for the export: the same numbers, computed over the whole
     image for every detection at once (no chunks, no Python numbers taken from tensors), so
     that a trace of it holds for any image size and any number of detections (also 0).
@@ -131,15 +179,22 @@ def paste_masks_in_image_dense(masks: Tensor, boxes: Tensor, height: Tensor, wid
     Args:
         masks: [K, 1, M, M] probabilities; boxes: [K, 4] xyxy in image pixels.
         height, width: the image size, 0-dim int64 tensors (or ints).
+        aligned: detectron2's pixel model (see :func:`paste_masks_in_image`); padding unused.
     Returns:
         [K, 1, height, width] float32.
     """
+    if aligned:
+        dense, float_boxes, footprint = _aligned_masks_and_footprints(masks, boxes)
+        window = torch.zeros_like(footprint[:, :2])
+        return _resampled_patch(dense, float_boxes, window, (width, height), aligned=True)[:, None]
     padded, int_boxes = _padded_int_boxes(masks, boxes, padding)
     window = torch.zeros_like(int_boxes[:, :2])
     return _resampled_patch(padded, int_boxes, window, (width, height))[:, None]
 
 
-def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_shape: tuple[int, int], padding: int = 1) -> Tensor:
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor, image_shape: tuple[int, int], padding: int = 1, aligned: bool = False
+) -> Tensor:
     """Paste each detection's [M, M] mask into an image-sized canvas.
 
     Same numbers as torchvision's ``paste_masks_in_image``: the mask is zero-padded by
@@ -150,10 +205,15 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_shape: tuple[int, i
     size, bounding memory) with separable bilinear weights, only over each box's visible
     part, instead of one interpolate call per detection.
 
+    ``aligned=True``: detectron2's numbers instead: the M x M mask covers the float box
+    exactly and each pixel takes its bilinear value at the pixel's centre (zero beyond the
+    mask's outer cell centres fading to the box edge), no padding, no integer boxes.
+
     Args:
         masks: [K, 1, M, M] mask probabilities.
         boxes: [K, 4] xyxy boxes in image pixels.
         image_shape: (height, width) of the output.
+        padding, aligned: see above (padding is unused when aligned).
     Returns:
         [K, 1, height, width] in the masks' dtype.
     """
@@ -161,18 +221,22 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_shape: tuple[int, i
     out = masks.new_zeros((masks.shape[0], 1, height, width))
     if masks.shape[0] == 0 or height == 0 or width == 0:
         return out
-    padded, int_boxes = _padded_int_boxes(masks, boxes, padding)
+    if aligned:
+        padded, int_boxes, footprint = _aligned_masks_and_footprints(masks, boxes)
+    else:
+        padded, int_boxes = _padded_int_boxes(masks, boxes, padding)
+        footprint = int_boxes
     # Visible part of each box: columns [x0, min(x2 + 1, W)), rows likewise; empty ones are skipped.
-    x0, y0 = int_boxes[:, 0].clamp(min=0), int_boxes[:, 1].clamp(min=0)
-    vis_w = (int_boxes[:, 2] + 1).clamp(max=width) - x0
-    vis_h = (int_boxes[:, 3] + 1).clamp(max=height) - y0
+    x0, y0 = footprint[:, 0].clamp(min=0), footprint[:, 1].clamp(min=0)
+    vis_w = (footprint[:, 2] + 1).clamp(max=width) - x0
+    vis_h = (footprint[:, 3] + 1).clamp(max=height) - y0
     keep = torch.nonzero((vis_w > 0) & (vis_h > 0)).view(-1)
     for chunk in size_sorted_chunks(vis_w[keep], vis_h[keep], _PASTE_CHUNK_PIXELS):
         idx = keep[chunk]
         # Window of the chunk's largest visible size, moved left/up where it would leave the image.
         win_w, win_h = int(vis_w[idx].max()), int(vis_h[idx].max())
         window = torch.stack((x0[idx].clamp(max=width - win_w), y0[idx].clamp(max=height - win_h)), dim=1)
-        _paste_chunk(out, idx, padded[idx], int_boxes[idx], window, (win_w, win_h))
+        _paste_chunk(out, idx, padded[idx], int_boxes[idx], window, (win_w, win_h), aligned)
     return out
 
 
@@ -180,16 +244,18 @@ class Masker:
     """Pastes masks into their image and optionally thresholds them.
 
     ``threshold >= 0``: returns bool masks (probability > threshold); < 0 keeps probabilities.
+    ``aligned``: detectron2's pixel model (see :func:`paste_masks_in_image`).
     """
 
-    def __init__(self, threshold: float = 0.5, padding: int = 1) -> None:
+    def __init__(self, threshold: float = 0.5, padding: int = 1, aligned: bool = False) -> None:
         self.threshold = threshold
         self.padding = padding
+        self.aligned = aligned
 
     def forward_single_image(self, masks: Tensor, boxes: BoxList) -> Tensor:
         """[K, 1, M, M] probabilities and K boxes -> [K, 1, height, width] for ``boxes.size``."""
         width, height = boxes.size
-        pasted = paste_masks_in_image(masks, boxes.convert("xyxy").bbox, (height, width), self.padding)
+        pasted = paste_masks_in_image(masks, boxes.convert("xyxy").bbox, (height, width), self.padding, self.aligned)
         return pasted > self.threshold if self.threshold >= 0 else pasted
 
     def __call__(self, masks: Tensor | Sequence[Tensor], boxes: BoxList | Sequence[BoxList]):
@@ -201,16 +267,17 @@ class Masker:
         return [self.forward_single_image(m, b) for m, b in zip(masks, boxes)]
 
 
-def full_size_masks(masks: torch.Tensor, result: BoxList, pasted: bool = False) -> torch.Tensor:
+def full_size_masks(masks: torch.Tensor, result: BoxList, pasted: bool = False, aligned: bool = False) -> torch.Tensor:
     """Mask probabilities -> [N, 1, H, W] float32 for ``result.size = (W, H)``.
 
     Box-relative [N, 1, M, M] masks are pasted into the image as COCO evaluation pastes
     them. ``pasted`` masks (the model's ROI_MASK_HEAD.POSTPROCESS_MASKS, [N, 1, h, w] at the
     network's input size) are resized instead: bilinearly, or nearest when already thresholded.
+    ``aligned``: paste with detectron2's pixel model (MODEL.ROI_MASK_HEAD.ALIGNED_MASKS).
     """
     width, height = result.size
     if not pasted:
-        return paste_masks_in_image(masks.float(), result.convert("xyxy").bbox, (height, width))
+        return paste_masks_in_image(masks.float(), result.convert("xyxy").bbox, (height, width), aligned=aligned)
     if masks.dtype == torch.bool:
         return F.interpolate(masks.float(), size=(height, width), mode="nearest")
     return F.interpolate(masks.float(), size=(height, width), mode="bilinear", align_corners=False)

@@ -16,11 +16,16 @@ __all__ = ["MaskPostProcessor", "Masker", "paste_masks_in_image", "paste_masks_i
 
 class MaskPostProcessor(nn.Module):
     """Mask logits -> a "mask" field on each detection: the sigmoid of its class's channel,
-    [K, 1, M, M], or with a ``masker`` the mask pasted into the image, [K, 1, H, W]."""
+    [K, 1, M, M], or with a ``masker`` the mask pasted into the image, [K, 1, H, W].
 
-    def __init__(self, masker: Masker | None = None) -> None:
+    ``aligned``: the pixel model the masks were trained with (MODEL.ROI_MASK_HEAD.ALIGNED_MASKS),
+    which whoever pastes box-relative masks (the evaluation, the Predictor) must use.
+    """
+
+    def __init__(self, masker: Masker | None = None, aligned: bool = False) -> None:
         super().__init__()
         self.masker = masker
+        self.aligned = aligned
 
     def forward(self, mask_logits: Tensor, detections: Sequence[BoxList]) -> list[BoxList]:
         """mask_logits: [sum K_i, num_classes, M, M]; detections: BoxLists with "labels"."""

@@ -60,12 +60,14 @@ class ROIMaskHead(nn.Module):
         predictor: nn.Module,
         post_processor: MaskPostProcessor,
         target_threshold: float | None = None,
+        aligned: bool = False,
     ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
         self.predictor = predictor
         self.post_processor = post_processor
         self.target_threshold = target_threshold
+        self.aligned = aligned  # MODEL.ROI_MASK_HEAD.ALIGNED_MASKS: the targets' pixel model
 
     def forward(
         self,
@@ -86,7 +88,7 @@ class ROIMaskHead(nn.Module):
             raise ValueError("ROIMaskHead in training mode needs targets")
         positives, rows = select_proposals(proposals)
         x = head_features(self.feature_extractor, features, positives, box_features, rows)
-        loss = mask_rcnn_loss(self.predictor(x), positives, targets, self.target_threshold)
+        loss = mask_rcnn_loss(self.predictor(x), positives, targets, self.target_threshold, self.aligned)
         return x, list(proposals), {"loss_mask": loss}
 
 
@@ -94,9 +96,11 @@ def build_roi_mask_head(cfg: CfgNode, in_channels: int) -> ROIMaskHead:
     """The mask head of MODEL.ROI_MASK_HEAD for features of ``in_channels`` channels."""
     node = cfg.MODEL.ROI_MASK_HEAD
     feature_extractor = build_roi_mask_feature_extractor(cfg, in_channels)
-    masker = Masker(node.POSTPROCESS_MASKS_THRESHOLD, padding=1) if node.POSTPROCESS_MASKS else None
+    aligned = node.ALIGNED_MASKS
+    masker = Masker(node.POSTPROCESS_MASKS_THRESHOLD, padding=1, aligned=aligned) if node.POSTPROCESS_MASKS else None
     return ROIMaskHead(
         feature_extractor,
         build_roi_mask_predictor(cfg, feature_extractor.out_channels),
-        MaskPostProcessor(masker),
+        MaskPostProcessor(masker, aligned=aligned),
+        aligned=aligned,
     )

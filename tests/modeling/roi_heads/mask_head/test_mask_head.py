@@ -204,3 +204,21 @@ def test_c4_head():
     head.train()
     x, _, losses = head(features, proposals, targets)
     assert x.shape == (3, 128, 3, 3) and torch.isfinite(losses["loss_mask"])
+
+
+@needs_ops
+def test_aligned_masks_reach_the_targets_and_the_pasting():
+    cfg = fpn_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.ALIGNED_MASKS = True
+    cfg.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = True
+    torch.manual_seed(0)
+    head = build_roi_mask_head(cfg, 4).train()
+    assert head.aligned and head.post_processor.aligned and head.post_processor.masker.aligned
+    features, proposals, targets = inputs()
+    x, _, losses = head(features, proposals, targets)
+    positives = [p[p.get_field("labels") > 0] for p in proposals]
+    logits = head.predictor(x)
+    assert_close(losses["loss_mask"], mask_rcnn_loss(logits, positives, targets, aligned=True))
+    # The polygons' edges make the two pixel models' targets differ, hence the losses.
+    assert (losses["loss_mask"] - mask_rcnn_loss(logits, positives, targets)).abs() > 1e-4
+    assert not build_roi_mask_head(fpn_cfg(), 4).post_processor.aligned  # torchvision's by default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from torch.testing import assert_close
 from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes as tv_project
 
@@ -86,3 +87,13 @@ def test_no_positive_gives_a_connected_zero():
     assert loss.item() == 0 and loss.requires_grad
     loss.backward()
     assert logits.grad is not None
+
+
+def test_aligned_targets_match_torchvision_roi_align_aligned():
+    g = torch.Generator().manual_seed(2)
+    gt = (torch.rand(3, 40, 50, generator=g) > 0.5).float()
+    xy = torch.rand(6, 2, generator=g) * 30
+    boxes = torch.cat([xy, xy + 3 + torch.rand(6, 2, generator=g) * 15], dim=1)
+    matched = torch.tensor([0, 2, 1, 1, 0, 2])
+    expected = torchvision.ops.roi_align(gt[:, None], torch.cat([matched[:, None].float(), boxes], 1), (14, 14), 1.0, 0, True)
+    assert_close(project_masks_on_boxes(gt, boxes, matched, 14, aligned=True), expected[:, 0])

@@ -186,9 +186,11 @@ def do_coco_evaluation(
     output_folder: str | Path | None = None,
     iou_types: Sequence[str] = ("bbox",),
     masks_pasted: bool = False,
+    masks_aligned: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``predictions`` on ``dataset`` for each of ``iou_types``; ``masks_pasted``: the
-    "mask" fields are already in image coordinates (see :func:`prepare_for_coco_segmentation`).
+    "mask" fields are already in image coordinates (see :func:`prepare_for_coco_segmentation`);
+    ``masks_aligned``: box-relative ones are pasted with ``Masker(aligned=True)``.
 
     Returns {iou_type: {metric: value}} with the metrics of :data:`METRICS` as fractions in
     [0, 1] (-1 where COCO has no ground truth in that range). Writes ``<iou_type>.json`` (the
@@ -207,7 +209,8 @@ def do_coco_evaluation(
     for iou_type in iou_types:
         logger.info("Preparing %s results", iou_type)
         if iou_type == "segm":
-            coco_results = prepare_for_coco_segmentation(predictions, dataset, pasted=masks_pasted)
+            masker = Masker(threshold=0.5, padding=1, aligned=masks_aligned)
+            coco_results = prepare_for_coco_segmentation(predictions, dataset, masker, pasted=masks_pasted)
         else:
             coco_results = _PREPARE[iou_type](predictions, dataset)
         if folder is not None:
