@@ -32,6 +32,22 @@ def to_conv_layout(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def conv_weights_to_conv_layout(module: nn.Module) -> nn.Module:
+    """Store the 4-D weights of ``module``'s convolutions in the layout :func:`to_conv_layout`
+    gives their inputs (channels-last on CPU with oneDNN; unchanged elsewhere), in place.
+
+    oneDNN runs a convolution in its input's layout and otherwise converts an NCHW weight,
+    and its gradient back, on every call. Values, names and state dicts are unchanged (loading
+    copies into the weights whatever their layout). Returns ``module``.
+    """
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d) and conv.weight.device.type == "cpu":
+            weight = to_conv_layout(conv.weight.data)
+            if weight is not conv.weight.data:
+                conv.weight.data = weight
+    return module
+
+
 class Backbone(nn.Module):
     """A body, optionally followed by an FPN: [N, 3, H, W] -> list of [N, out_channels, H_i, W_i].
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from yacs.config import CfgNode
 
 from detbench.modeling.backbone import build_backbone
+from detbench.modeling.backbone.backbone import conv_weights_to_conv_layout
 from detbench.modeling.roi_heads.roi_heads import build_roi_heads
 from detbench.modeling.rpn import build_rpn
 from detbench.utils.registry import Registry
@@ -23,6 +25,11 @@ def _generalized_rcnn(cfg: CfgNode) -> GeneralizedRCNN:
     backbone = build_backbone(cfg)
     rpn = build_rpn(cfg, backbone.out_channels)
     roi_heads = build_roi_heads(cfg, backbone.out_channels)
+    if torch.device(cfg.MODEL.DEVICE).type == "cpu":
+        # The backbone's and the RPN head's inputs are channels-last there (to_conv_layout); the
+        # RoI heads' pooled features are not, so their weights stay as they are.
+        conv_weights_to_conv_layout(backbone)
+        conv_weights_to_conv_layout(rpn)
     return GeneralizedRCNN(backbone, rpn, roi_heads, cfg.DATALOADER.SIZE_DIVISIBILITY)
 
 

@@ -115,3 +115,41 @@ def test_fpn_backbone_channels_last_equals_contiguous():
     assert not expected[0].is_contiguous(memory_format=torch.channels_last)
     for g, e in zip(got, expected):
         assert_close(g, e, rtol=1e-4, atol=1e-4 * e.abs().max().item())
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_cpu_detector_keeps_backbone_and_rpn_conv_weights_channels_last():
+    from detbench.config import load_config
+    from detbench.modeling.backbone.backbone import conv_weights_to_conv_layout
+    from detbench.modeling.detector import build_detection_model
+
+    cfg = load_config("configs/quickstart/mask_rcnn_R_18_FPN_shapes_sgd.yaml", ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    model = build_detection_model(cfg)
+    convs = [m for part in (model.backbone, model.rpn) for m in part.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert all(c.weight.is_contiguous() for c in model.roi_heads.modules() if isinstance(c, nn.Conv2d))
+    # Same values and names; a state dict loads into an NCHW model and back.
+    torch.manual_seed(0)
+    with warnings.catch_warnings(), _onednn_off():
+        plain = build_detection_model(cfg)  # to_conv_layout is the identity without oneDNN
+    assert all(m.weight.is_contiguous() for m in plain.backbone.modules() if isinstance(m, nn.Conv2d))
+    for (name, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), name
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # trained-looking weights: not the initialisation
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        got = model.backbone(x)
+        expected = plain.backbone.fpn(plain.backbone.body(x))
+    for g, e in zip(got, expected):
+        assert_close(g, e, rtol=1e-4, atol=1e-4 * e.abs().max().item())
+    # Idempotent, and the gradient keeps the weight's layout (no per-step conversion back).
+    conv = convs[0]
+    assert conv_weights_to_conv_layout(model.backbone) is model.backbone and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    model.train()
+    sum(f.sum() for f in model.backbone(x)).backward()
+    assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
