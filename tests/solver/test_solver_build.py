@@ -165,3 +165,33 @@ def test_cosine_end_above_base_lr_is_refused():
 
     with pytest.raises(ConfigError, match="BASE_LR_END = 0.5: must be <= BASE_LR"):
         load_config(None, ["SOLVER.LR_SCHEDULER", "WarmupCosineLR", "SOLVER.BASE_LR", "0.1", "SOLVER.BASE_LR_END", "0.5"])
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_multi_tensor_steps_equal_the_per_tensor_loop_bit_for_bit(name):
+    cfg = _cfg()
+    cfg.SOLVER.OPTIMIZER = name
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(144, 2))
+    twin = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(144, 2))
+    twin.load_state_dict(model.state_dict())
+    optimizer = make_optimizer(cfg, model)
+    assert all(group["foreach"] for group in optimizer.param_groups)
+    # The same groups, with torch's per-tensor loop.
+    reference = type(optimizer)([dict(g, params=[dict(twin.named_parameters())[n] for n in names])
+                                 for g, names in zip(optimizer.param_groups, _group_names(model, optimizer))])
+    for group in reference.param_groups:
+        group["foreach"] = False
+    for _ in range(5):
+        x = torch.randn(4, 3, 8, 8)
+        for m, opt in ((model, optimizer), (twin, reference)):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    for (name_, a), (_, b) in zip(model.named_parameters(), twin.named_parameters()):
+        assert torch.equal(a, b), name_
+
+
+def _group_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
