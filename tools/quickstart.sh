@@ -11,7 +11,7 @@ source tools/setup_env.sh
 config=configs/quickstart/mask_rcnn_R_18_FPN_shapes.yaml
 out=output/quickstart
 start=$(date +%s)
-echo "== training and evaluating $config (about 10 minutes on 2 CPU cores)"
+echo "== training and evaluating $config (about 7 minutes on 2 CPU cores)"
 python tools/train_net.py --config-file "$config" OUTPUT_DIR "$out" "$@"
 
 echo "== drawing pictures"
