@@ -20,7 +20,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +33,7 @@ def train(config: str, output_dir: Path, threads: int, overrides: list[str]) -> 
     command = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", config,
                "--no-resume", "OUTPUT_DIR", str(output_dir), "SOLVER.TEST_PERIOD", "0", *overrides]
     print(f"== training {config} -> {output_dir}", flush=True)
-    start = time.perf_counter()
     subprocess.run(command, check=True, env=env, cwd=ROOT)
-    wall = time.perf_counter() - start
     log = (output_dir / "log.txt").read_text()
     match = TOTAL_TIME.search(log)
     if match is None:
@@ -45,7 +42,7 @@ def train(config: str, output_dir: Path, threads: int, overrides: list[str]) -> 
     if not final:
         raise RuntimeError(f"{output_dir / 'metrics.jsonl'}: no evaluation was recorded")
     (results,) = final[-1]["eval"].values()  # one test set
-    return {"iterations": final[-1]["iteration"], "s_per_it": float(match.group(2)), "wall": wall, "results": results}
+    return {"iterations": final[-1]["iteration"], "s_per_it": float(match.group(2)), "results": results}
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -75,12 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each training")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for both")
     args = parser.parse_args(argv)
-    rows = {name: train(config, args.output_dir / name, args.threads, args.opts)
+    output_dir = args.output_dir.resolve()  # train_net runs in the repository root
+    rows = {name: train(str(Path(config).resolve()), output_dir / name, args.threads, args.opts)
             for name, config in (("before", args.before), ("after", args.after))}
     text = table(rows)
     print(text)
-    (args.output_dir / "comparison.md").write_text(text + "\n")
-    print(f"(also in {args.output_dir / 'comparison.md'})")
+    (output_dir / "comparison.md").write_text(text + "\n")
+    print(f"(also in {output_dir / 'comparison.md'})")
 
 
 if __name__ == "__main__":

@@ -221,11 +221,13 @@ def paste_masks_in_image(
     out = masks.new_zeros((masks.shape[0], 1, height, width))
     if masks.shape[0] == 0 or height == 0 or width == 0:
         return out
+    # cells: the masks to resample; geometry: their boxes (float when aligned, else the grown
+    # integer boxes); footprint: the inclusive pixel range each paste can reach.
     if aligned:
-        padded, int_boxes, footprint = _aligned_masks_and_footprints(masks, boxes)
+        cells, geometry, footprint = _aligned_masks_and_footprints(masks, boxes)
     else:
-        padded, int_boxes = _padded_int_boxes(masks, boxes, padding)
-        footprint = int_boxes
+        cells, geometry = _padded_int_boxes(masks, boxes, padding)
+        footprint = geometry
     # Visible part of each box: columns [x0, min(x2 + 1, W)), rows likewise; empty ones are skipped.
     x0, y0 = footprint[:, 0].clamp(min=0), footprint[:, 1].clamp(min=0)
     vis_w = (footprint[:, 2] + 1).clamp(max=width) - x0
@@ -236,7 +238,7 @@ def paste_masks_in_image(
         # Window of the chunk's largest visible size, moved left/up where it would leave the image.
         win_w, win_h = int(vis_w[idx].max()), int(vis_h[idx].max())
         window = torch.stack((x0[idx].clamp(max=width - win_w), y0[idx].clamp(max=height - win_h)), dim=1)
-        _paste_chunk(out, idx, padded[idx], int_boxes[idx], window, (win_w, win_h), aligned)
+        _paste_chunk(out, idx, cells[idx], geometry[idx], window, (win_w, win_h), aligned)
     return out
 
 

@@ -41,10 +41,8 @@ def conv_weights_to_conv_layout(module: nn.Module) -> nn.Module:
     copies into the weights whatever their layout). Returns ``module``.
     """
     for conv in module.modules():
-        if isinstance(conv, nn.Conv2d) and conv.weight.device.type == "cpu":
-            weight = to_conv_layout(conv.weight.data)
-            if weight is not conv.weight.data:
-                conv.weight.data = weight
+        if isinstance(conv, nn.Conv2d):
+            conv.weight.data = to_conv_layout(conv.weight.data)
     return module
 
 

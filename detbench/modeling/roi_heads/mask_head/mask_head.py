@@ -60,14 +60,17 @@ class ROIMaskHead(nn.Module):
         predictor: nn.Module,
         post_processor: MaskPostProcessor,
         target_threshold: float | None = None,
-        aligned: bool = False,
     ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
         self.predictor = predictor
         self.post_processor = post_processor
         self.target_threshold = target_threshold
-        self.aligned = aligned  # MODEL.ROI_MASK_HEAD.ALIGNED_MASKS: the targets' pixel model
+
+    @property
+    def aligned(self) -> bool:
+        """MODEL.ROI_MASK_HEAD.ALIGNED_MASKS: the pixel model of the targets, the post-processor's."""
+        return self.post_processor.aligned
 
     def forward(
         self,
@@ -102,5 +105,4 @@ def build_roi_mask_head(cfg: CfgNode, in_channels: int) -> ROIMaskHead:
         feature_extractor,
         build_roi_mask_predictor(cfg, feature_extractor.out_channels),
         MaskPostProcessor(masker, aligned=aligned),
-        aligned=aligned,
     )
