@@ -8,9 +8,11 @@ TORCH_LIBRARY_FRAGMENT(detbench, m) {
   m.def(
       "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
       "int pooled_width, int sampling_ratio, bool aligned) -> Tensor");
-  // grad [K, C, pooled_height, pooled_width] -> grad_input [batch_size, channels, height, width].
+  // grad [K, C, pooled_height, pooled_width] -> grad_input [batch_size, channels, height, width],
+  // in channels-last memory when `channels_last` (autograd asks for the forward input's layout, so
+  // the gradient adds to the other gradients of a channels-last map without a layout change).
   m.def(
       "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
       "int pooled_width, int batch_size, int channels, int height, int width, "
-      "int sampling_ratio, bool aligned) -> Tensor");
+      "int sampling_ratio, bool aligned, bool channels_last=False) -> Tensor");
 }

@@ -88,32 +88,63 @@ void forward_channels_last_impl(const at::Tensor& input, const at::Tensor& rois,
   });
 }
 
-template <typename T>
-void backward_impl(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& grad_input, double scale,
-                   int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
-  const int64_t channels = grad_input.size(1), height = grad_input.size(2), width = grad_input.size(3);
-  const int64_t plane = height * width, bins = ph * pw, num_rois = rois.size(0);
-  // Backward threads split channels only: keep at least one block per thread.
-  const int64_t threads = at::get_num_threads();
-  const int64_t block = channel_block((channels + threads - 1) / threads, plane, sizeof(T));
-  const int64_t blocks = (channels + block - 1) / block;
-  const T* g = grad.data_ptr<T>();
+// The backward's loop: threads split the channels into blocks [c0, c1) (each thread writes only
+// its own channels, so no two threads add to one element) and, block by block, every RoI's taps
+// are built and `unpool(taps, k, c0, c1, line)` adds RoI k's gradient for those channels.
+template <typename T, typename Unpool>
+void unpool_by_channel_blocks(const at::Tensor& rois, int64_t channels, int64_t block, int64_t grain_size,
+                              double scale, int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned,
+                              int64_t height, int64_t width, Unpool unpool) {
+  const int64_t blocks = (channels + block - 1) / block, num_rois = rois.size(0);
   const T* roi_data = rois.data_ptr<T>();
-  T* gin = grad_input.data_ptr<T>();
-  at::parallel_for(0, blocks, grain(block * num_rois * bins), [&](int64_t b_begin, int64_t b_end) {
+  at::parallel_for(0, blocks, grain_size, [&](int64_t b_begin, int64_t b_end) {
     RoiTaps<T> taps;
     std::vector<T> line;
     for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t c0 = b * block, c1 = std::min(c0 + block, channels);
       for (int64_t k = 0; k < num_rois; ++k) {
         taps.build(roi_data + k * 5, static_cast<T>(scale), ph, pw, sampling_ratio, aligned, height, width);
-        for (int64_t c = c0; c < c1; ++c) {
-          T* dst = gin + (taps.batch * channels + c) * plane;
-          taps.unpool(g + (k * channels + c) * bins, ph, pw, dst, line);
-        }
+        unpool(taps, k, c0, c1, line);
       }
     }
   });
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& grad_input, double scale,
+                   int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
+  const int64_t channels = grad_input.size(1), height = grad_input.size(2), width = grad_input.size(3);
+  const int64_t plane = height * width, bins = ph * pw;
+  // Backward threads split channels only: keep at least one block per thread.
+  const int64_t threads = at::get_num_threads();
+  const int64_t block = channel_block((channels + threads - 1) / threads, plane, sizeof(T));
+  const T* g = grad.data_ptr<T>();
+  T* gin = grad_input.data_ptr<T>();
+  unpool_by_channel_blocks<T>(
+      rois, channels, block, grain(block * rois.size(0) * bins), scale, ph, pw, sampling_ratio, aligned, height,
+      width, [&](const RoiTaps<T>& taps, int64_t k, int64_t c0, int64_t c1, std::vector<T>& line) {
+        for (int64_t c = c0; c < c1; ++c) {
+          taps.unpool(g + (k * channels + c) * bins, ph, pw, gin + (taps.batch * channels + c) * plane, line);
+        }
+      });
+}
+
+// Backward into a channels-last grad_input: one block of channels per thread (the writes are
+// spread over the whole map anyway), each RoI's taps unpooled over the block's channels at once.
+template <typename T>
+void backward_channels_last_impl(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& grad_input,
+                                 double scale, int64_t ph, int64_t pw, int64_t sampling_ratio, bool aligned) {
+  const int64_t channels = grad_input.size(1), height = grad_input.size(2), width = grad_input.size(3);
+  const int64_t bins = ph * pw, image_stride = grad_input.stride(0);  // H * W * C
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), channels));
+  const T* g = grad.data_ptr<T>();
+  T* gin = grad_input.data_ptr<T>();
+  unpool_by_channel_blocks<T>(
+      rois, channels, (channels + threads - 1) / threads, 1, scale, ph, pw, sampling_ratio, aligned, height, width,
+      [&](const RoiTaps<T>& taps, int64_t k, int64_t c0, int64_t c1, std::vector<T>& line) {
+        taps.unpool_channels_last(g + k * channels * bins, channels, c0, c1, ph, pw, gin + taps.batch * image_stride,
+                                  line);
+      });
 }
 
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
@@ -148,10 +179,13 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
 at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                   int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
                                   int64_t channels, int64_t height, int64_t width, int64_t sampling_ratio,
-                                  bool aligned) {
+                                  bool aligned, bool channels_last) {
   check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height, width);
   TORCH_CHECK(height * width <= INT32_MAX, "roi_align_backward: feature planes above 2^31 pixels");
-  at::Tensor grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
+  at::Tensor grad_input =
+      at::empty({batch_size, channels, height, width}, grad.options(),
+                channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous)
+          .zero_();
   if (rois.size(0) == 0) {
     return grad_input;
   }
@@ -159,6 +193,11 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
     check_batch_indices(rois_c.data_ptr<scalar_t>(), rois.size(0), batch_size, "roi_align_backward");
     if (grad.numel() == 0 || grad_input.numel() == 0) {
+      return;
+    }
+    if (channels_last) {
+      backward_channels_last_impl<scalar_t>(grad.contiguous(), rois_c, grad_input, spatial_scale, pooled_height,
+                                            pooled_width, sampling_ratio, aligned);
       return;
     }
     backward_impl<scalar_t>(grad.contiguous(), rois_c, grad_input, spatial_scale, pooled_height,

@@ -246,6 +246,38 @@ struct RoiTaps {
       }
     }
   }
+
+  // unpool for channels [c0, c1) of a channels-last map `dst` (pixel i at dst[i * channels]),
+  // from the [C, ph, pw] gradient `grad` of one RoI: the transpose of pool_channels_last.
+  // `line`: scratch of (column taps) * (c1 - c0).
+  void unpool_channels_last(const T* grad, int64_t channels, int64_t c0, int64_t c1, int64_t ph, int64_t pw,
+                            T* dst, std::vector<T>& line) const {
+    const int64_t n = static_cast<int64_t>(col_index.size()), bins = ph * pw, width = c1 - c0;
+    line.resize(n * width);
+    T* acc = line.data();  // [n, width]: each column tap's share of its bin's gradient
+    for (int64_t y = 0; y < ph; ++y) {
+      for (int64_t x = 0; x < pw; ++x) {
+        const T* g = grad + c0 * bins + y * pw + x;  // channel c0 + c at g[c * bins]
+        for (int64_t q = col_start[x]; q < col_start[x + 1]; ++q) {
+          const T w = col_weight[q];
+          T* a = acc + q * width;
+          for (int64_t c = 0; c < width; ++c) {
+            a[c] = w * g[c * bins];
+          }
+        }
+      }
+      for (int64_t r = row_start[y]; r < row_start[y + 1]; ++r) {
+        const T w = rows[r].weight;
+        for (int64_t q = 0; q < n; ++q) {
+          T* pixel = dst + (static_cast<int64_t>(rows[r].index) + col_index[q]) * channels + c0;
+          const T* a = acc + q * width;
+          for (int64_t c = 0; c < width; ++c) {
+            pixel[c] += w * a[c];
+          }
+        }
+      }
+    }
+  }
 };
 
 }  // namespace cpu

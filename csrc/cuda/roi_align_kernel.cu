@@ -243,16 +243,18 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
 at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                    int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
                                    int64_t channels, int64_t height, int64_t width, int64_t sampling_ratio,
-                                   bool aligned) {
+                                   bool aligned, bool channels_last) {
   check_backward_args(grad, rois, pooled_height, pooled_width, batch_size, channels, height, width);
   const c10::cuda::CUDAGuard device_guard(grad.device());
   at::Tensor grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
+  // The kernel scatters into NCHW planes; a channels-last result is one conversion after it.
+  const auto layout = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (rois.size(0) == 0) {
-    return grad_input;
+    return grad_input.contiguous(layout);
   }
   check_batch_indices(rois, batch_size, "roi_align_backward");
   if (grad.numel() == 0 || grad_input.numel() == 0) {
-    return grad_input;
+    return grad_input.contiguous(layout);
   }
   const at::Tensor grad_c = grad.contiguous(), rois_c = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_cuda", [&] {
@@ -263,7 +265,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
         pooled_height, pooled_width, sampling_ratio, aligned);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return grad_input;
+  return grad_input.contiguous(layout);
 }
 
 }  // namespace

@@ -120,10 +120,12 @@ def _fake_roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sam
 
 
 def _fake_roi_align_backward(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels,
-                             height, width, sampling_ratio, aligned):
+                             height, width, sampling_ratio, aligned, channels_last=False):
     torch._check(rois.dim() == 2 and rois.size(1) == 5, lambda: "roi_align_backward: rois must be [K, 5]")
     torch._check(grad.dim() == 4, lambda: f"roi_align_backward: grad must be 4-d, got {tuple(grad.shape)}")
-    return grad.new_empty((batch_size, channels, height, width))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((batch_size, channels, height, width), dtype=grad.dtype, device=grad.device,
+                       memory_format=layout)
 
 
 def _setup_roi_align(ctx, inputs, output):
@@ -131,7 +133,10 @@ def _setup_roi_align(ctx, inputs, output):
     ctx.save_for_backward(rois)
     ctx.pooled = (spatial_scale, pooled_height, pooled_width)
     ctx.sizes = tuple(input.shape)
-    ctx.sampling = (sampling_ratio, aligned)
+    # The gradient in the input's layout: a channels-last map's other gradients are channels-last,
+    # and adding an NCHW tensor to them is several times slower than adding a matching one.
+    channels_last = not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last)
+    ctx.sampling = (sampling_ratio, aligned, channels_last)
 
 
 def _roi_align_vjp(ctx, grad):
@@ -141,9 +146,13 @@ def _roi_align_vjp(ctx, grad):
 
 
 def _setup_roi_align_backward(ctx, inputs, output):
-    grad, rois, spatial_scale, pooled_height, pooled_width, *_sizes, sampling_ratio, aligned = inputs
+    # (grad, rois, spatial_scale, pooled_height, pooled_width, 4 sizes, sampling_ratio, aligned
+    # [, channels_last]): the layout flag may be left to its default.
+    _, rois, spatial_scale, pooled_height, pooled_width = inputs[:5]
+    sampling_ratio, aligned = inputs[9:11]
     ctx.save_for_backward(rois)
     ctx.args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    ctx.num_args = len(inputs)
 
 
 def _roi_align_backward_vjp(ctx, grad_grad_input):
@@ -151,7 +160,7 @@ def _roi_align_backward_vjp(ctx, grad_grad_input):
     # roi_align_backward is g -> A^T g, so the product of its Jacobian with v is A v.
     (rois,) = ctx.saved_tensors
     grad_grad = torch.ops.detbench.roi_align(grad_grad_input, rois, *ctx.args)
-    return (grad_grad,) + (None,) * 10
+    return (grad_grad,) + (None,) * (ctx.num_args - 1)
 
 
 def _register() -> None:

@@ -316,3 +316,40 @@ def test_cuda_errors():
         roi_align(x, rois.cpu(), 2)
     empty = roi_align(x, rois[:0], 2)
     assert empty.shape == (0, 2, 2, 2) and empty.is_cuda
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("channels", [1, 5, 67])
+def test_channels_last_backward_equals_the_nchw_one(aligned, channels):
+    # channels_last=True writes the same gradient into channels-last memory (its own CPU kernel);
+    # 67 channels split unevenly between threads.
+    g = torch.Generator().manual_seed(11)
+    rois = random_rois(g, 30, batch=2, extent=80.0)
+    grad = torch.rand(30, channels, 4, 3, generator=g, dtype=torch.float64)
+    args = (rois, 0.25, 4, 3, 2, channels, 18, 21, -1, aligned)
+    nchw = torch.ops.detbench.roi_align_backward(grad, *args)
+    nhwc = torch.ops.detbench.roi_align_backward(grad, *args, True)
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert_close(nhwc, nchw, rtol=1e-12, atol=1e-12)
+    torch.library.opcheck(torch.ops.detbench.roi_align_backward.default, (grad.requires_grad_(), *args, True))
+
+
+def test_gradient_reaches_a_channels_last_map_channels_last():
+    # Autograd asks for the forward input's layout, so the gradient adds to the map's other
+    # (channels-last) gradients without a layout change; the values are torchvision's.
+    g = torch.Generator().manual_seed(12)
+    x = torch.rand(2, 6, 16, 20, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    rois = random_rois(g, 25, batch=2, extent=64.0)
+    seen = []
+    leaf = x.clone().requires_grad_()
+    feature = leaf * 1.0  # a non-leaf map, like a backbone output
+    feature.register_hook(lambda grad: seen.append(grad))
+    out = roi_align(feature, rois, (3, 3), 0.25, 2, True)
+    grad = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    out.backward(grad)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    theirs_x = x.contiguous().requires_grad_()
+    torchvision.ops.roi_align(theirs_x, rois, (3, 3), 0.25, 2, True).backward(grad)
+    assert_close(seen[0], theirs_x.grad)
+    assert torch.autograd.gradgradcheck(lambda t: roi_align(t, rois[:4], (2, 2), 0.25, 2, True),
+                                        (x[:, :2].contiguous(memory_format=torch.channels_last).requires_grad_(),))
